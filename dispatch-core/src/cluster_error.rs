@@ -1,0 +1,84 @@
+//! The errors of starting, running and stopping a cluster.
+
+use std::io;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a cluster could not start, or why it stopped with a failure.
+///
+/// Returned by [`Cluster::run`](crate::Cluster::run) in the master. Every variant's message says
+/// which process failed and how.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// An operating-system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A service's `init` failed in the Library, so the cluster did not start.
+    #[error("the library failed to start: {message}")]
+    LibraryInit {
+        /// The init error, naming the service.
+        message: String,
+    },
+    /// The Library did not report ready in time.
+    #[error("the library did not become ready within {timeout:?}")]
+    LibraryNotReady {
+        /// The ready timeout.
+        timeout: Duration,
+    },
+    /// The Library exited when it should not have.
+    #[error("the library (pid {pid}) {status}")]
+    LibraryExited {
+        /// Its pid.
+        pid: u32,
+        /// How it ended (`exited with code 3`, `was killed by SIGKILL`…).
+        status: String,
+    },
+    /// A worker did not report ready in time.
+    #[error("worker {worker_id} (pid {pid}) did not become ready within {timeout:?}")]
+    WorkerNotReady {
+        /// The worker's id.
+        worker_id: u32,
+        /// Its pid.
+        pid: u32,
+        /// The ready timeout.
+        timeout: Duration,
+    },
+    /// A worker failed: it exited non-zero, was killed by a signal, or could not start.
+    #[error("worker {worker_id} (pid {pid}) {status}")]
+    WorkerFailed {
+        /// The worker's id.
+        worker_id: u32,
+        /// Its pid.
+        pid: u32,
+        /// How it ended, or why it could not start.
+        status: String,
+    },
+    /// An Agent could not complete its handshake with the Library.
+    #[error("handshake with the library failed: {message}")]
+    Handshake {
+        /// What went wrong, naming the service and method for a manifest mismatch.
+        message: String,
+    },
+    /// A process of the cluster broke the control protocol.
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What was received or missing.
+        message: String,
+    },
+}
+
+impl ClusterError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        ClusterError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

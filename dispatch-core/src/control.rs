@@ -1,0 +1,172 @@
+//! The control plane: what the master and each child say to each other over the child's private
+//! socket pair. The child's end is inherited at a fixed descriptor, so no other process can reach
+//! it; end-of-file on it means the other side is gone.
+
+use crate::cluster_error::ClusterError;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::PathBuf;
+use tokio::net::UnixStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// The largest control message.
+const MAX_CONTROL_FRAME: usize = 1 << 20;
+
+/// Master → child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ToChild {
+    /// The first message: what the child needs to join the cluster.
+    Init(ChildInit),
+    /// Every process of the cluster is ready.
+    ClusterReady,
+    /// Stop: a worker lets its app drain, the Library closes its services.
+    Shutdown,
+}
+
+/// The cluster settings a child needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildInit {
+    /// The cluster's secret: an Agent proves membership with it.
+    pub(crate) token: String,
+    /// Where the Library listens.
+    pub(crate) library_socket: PathBuf,
+    /// The frame limit on the data plane, the same on both sides.
+    pub(crate) max_frame: u64,
+    /// The deadline of a call that sets none, in milliseconds.
+    pub(crate) call_timeout_ms: u64,
+    /// How long a peer has to complete its handshake, in milliseconds.
+    pub(crate) handshake_timeout_ms: u64,
+    /// The Library's per-connection cap on calls in flight.
+    pub(crate) max_in_flight: u32,
+}
+
+/// Child → master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ToMaster {
+    /// The child is ready: the Library has initialised its services and listens; a worker's
+    /// Agent is connected and has checked the manifest.
+    Ready {
+        /// The Library's services (`demo (2 methods), …`); empty for a worker.
+        services: String,
+    },
+    /// The child could not start, and says why before it exits.
+    Failed {
+        /// The reason, naming the service or step that failed.
+        reason: String,
+    },
+}
+
+type Framing = Framed<UnixStream, LengthDelimitedCodec>;
+
+/// One end of a control socket.
+#[derive(Debug)]
+pub(crate) struct ControlChannel {
+    framed: Framing,
+}
+
+impl ControlChannel {
+    pub(crate) fn new(stream: UnixStream) -> Self {
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_CONTROL_FRAME)
+            .new_codec();
+        ControlChannel {
+            framed: Framed::new(stream, codec),
+        }
+    }
+
+    /// Sends one message.
+    pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClusterError> {
+        send(&mut self.framed, msg).await
+    }
+
+    /// The next message, or `None` at end-of-file.
+    pub(crate) async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClusterError> {
+        recv(&mut self.framed).await
+    }
+
+    /// Separates the two directions, so one task can read while another writes.
+    pub(crate) fn split(self) -> (ControlSender, ControlReceiver) {
+        let (sink, stream) = self.framed.split();
+        (ControlSender { sink }, ControlReceiver { stream })
+    }
+}
+
+/// The writing half of a [`ControlChannel`].
+#[derive(Debug)]
+pub(crate) struct ControlSender {
+    sink: SplitSink<Framing, Bytes>,
+}
+
+impl ControlSender {
+    /// Sends one message.
+    pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClusterError> {
+        send(&mut self.sink, msg).await
+    }
+}
+
+/// The reading half of a [`ControlChannel`].
+#[derive(Debug)]
+pub(crate) struct ControlReceiver {
+    stream: SplitStream<Framing>,
+}
+
+impl ControlReceiver {
+    /// The next message, or `None` at end-of-file.
+    pub(crate) async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClusterError> {
+        recv(&mut self.stream).await
+    }
+}
+
+async fn send<S, T>(sink: &mut S, msg: &T) -> Result<(), ClusterError>
+where
+    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+    T: Serialize,
+{
+    let bytes = crate::codec::encode(msg).map_err(|e| ClusterError::Protocol {
+        message: format!("cannot encode a control message: {e}"),
+    })?;
+    sink.send(Bytes::from(bytes))
+        .await
+        .map_err(|e| ClusterError::io("cannot write to the control socket", e))
+}
+
+async fn recv<S, T>(stream: &mut S) -> Result<Option<T>, ClusterError>
+where
+    S: futures::Stream<Item = std::io::Result<bytes::BytesMut>> + Unpin,
+    T: DeserializeOwned,
+{
+    match stream.next().await {
+        None => Ok(None),
+        Some(Err(e)) => Err(ClusterError::io("cannot read the control socket", e)),
+        Some(Ok(frame)) => {
+            crate::codec::decode(&frame)
+                .map(Some)
+                .map_err(|e| ClusterError::Protocol {
+                    message: format!("undecodable control message: {e}"),
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_cross_a_socket_pair() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (mut a, mut b) = (ControlChannel::new(a), ControlChannel::new(b));
+        a.send(&ToChild::ClusterReady).await.expect("send");
+        let got: Option<ToChild> = b.recv().await.expect("recv");
+        assert!(matches!(got, Some(ToChild::ClusterReady)));
+        b.send(&ToMaster::Failed { reason: "x".into() })
+            .await
+            .expect("send");
+        let got: Option<ToMaster> = a.recv().await.expect("recv");
+        assert!(matches!(got, Some(ToMaster::Failed { reason }) if reason == "x"));
+        drop(a);
+        assert!(b.recv::<ToChild>().await.expect("eof").is_none());
+    }
+}

@@ -1,0 +1,253 @@
+//! The errors a caller of a Library service can tell apart.
+
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::fmt;
+use std::time::Duration;
+
+/// The error of a call from a worker to a Library service.
+///
+/// `E` is the service's own error type: a method declared as returning `Result<T, E>` gives its
+/// caller `Result<T, Error<E>>`, with the service's error in [`Error::Service`]. Every other
+/// variant is about getting the call there and back. Methods that cannot fail use the default,
+/// `Error<Infallible>`.
+///
+/// The enum is `#[non_exhaustive]`: match the cases you handle and keep a wildcard arm, or use the
+/// `is_*` helpers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error<E = Infallible> {
+    /// The Library could not be reached: it is not running, the connection broke, or this process
+    /// has no Agent. The call was not delivered.
+    Unavailable {
+        /// Why the Library could not be reached.
+        reason: String,
+    },
+    /// The Library restarted while the call was in flight. The call may or may not have run; it
+    /// is never retried for you, because it may have had effects.
+    LibraryRestarted,
+    /// No answer came before the call's deadline. The Library stops working on the call.
+    DeadlineExceeded {
+        /// The time the call was given.
+        timeout: Duration,
+    },
+    /// The Library hosts no service of this name.
+    UnknownService {
+        /// The service that was asked for.
+        service: String,
+    },
+    /// The service has no method of this name.
+    UnknownMethod {
+        /// The service that was asked.
+        service: String,
+        /// The method that was asked for.
+        method: String,
+    },
+    /// The service method panicked. The Library keeps running; the panic's message is carried
+    /// back here.
+    Panicked {
+        /// `service.method` that panicked.
+        method: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The service method returned its own error.
+    Service(E),
+    /// The request or the response is larger than the cluster's frame limit. Nothing else on the
+    /// connection is affected.
+    TooLarge {
+        /// Which side was too large: `"request"` or `"response"`.
+        what: &'static str,
+        /// Its encoded size in bytes.
+        size: usize,
+        /// The largest payload a frame can carry.
+        limit: usize,
+    },
+    /// The arguments or the result could not be encoded or decoded (usually: worker and Library
+    /// were built from different sources).
+    Codec {
+        /// What failed, and where.
+        message: String,
+    },
+}
+
+impl<E> Error<E> {
+    /// Whether the Library could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+    /// Whether the Library restarted while the call was in flight.
+    pub fn is_library_restarted(&self) -> bool {
+        matches!(self, Error::LibraryRestarted)
+    }
+    /// Whether the call ran out of time.
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded { .. })
+    }
+    /// Whether the service or the method does not exist in the Library.
+    pub fn is_unknown(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownService { .. } | Error::UnknownMethod { .. }
+        )
+    }
+    /// Whether the service method panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Error::Panicked { .. })
+    }
+    /// Whether this is the service's own error.
+    pub fn is_service(&self) -> bool {
+        matches!(self, Error::Service(_))
+    }
+    /// Whether the request or response exceeded the frame limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Error::TooLarge { .. })
+    }
+    /// Whether encoding or decoding failed.
+    pub fn is_codec(&self) -> bool {
+        matches!(self, Error::Codec { .. })
+    }
+    /// The panic message, if the method panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            Error::Panicked { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+    /// The service's own error, if that is what this is.
+    pub fn into_service(self) -> Option<E> {
+        match self {
+            Error::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+    /// Maps the service's own error with `f`, keeping every other variant.
+    pub fn map_service<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
+        match self {
+            Error::Unavailable { reason } => Error::Unavailable { reason },
+            Error::LibraryRestarted => Error::LibraryRestarted,
+            Error::DeadlineExceeded { timeout } => Error::DeadlineExceeded { timeout },
+            Error::UnknownService { service } => Error::UnknownService { service },
+            Error::UnknownMethod { service, method } => Error::UnknownMethod { service, method },
+            Error::Panicked { method, message } => Error::Panicked { method, message },
+            Error::Service(e) => Error::Service(f(e)),
+            Error::TooLarge { what, size, limit } => Error::TooLarge { what, size, limit },
+            Error::Codec { message } => Error::Codec { message },
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unavailable { reason } => write!(f, "the library is unavailable: {reason}"),
+            Error::LibraryRestarted => {
+                f.write_str("the library restarted while the call was in flight (it may have run)")
+            }
+            Error::DeadlineExceeded { timeout } => {
+                write!(f, "the call exceeded its deadline of {timeout:?}")
+            }
+            Error::UnknownService { service } => {
+                write!(f, "the library has no service `{service}`")
+            }
+            Error::UnknownMethod { service, method } => {
+                write!(f, "service `{service}` has no method `{method}`")
+            }
+            Error::Panicked { method, message } => {
+                write!(f, "service method `{method}` panicked: {message}")
+            }
+            Error::Service(e) => write!(f, "the service returned an error: {e:?}"),
+            Error::TooLarge { what, size, limit } => write!(
+                f,
+                "the {what} is too large: {size} bytes, the frame limit allows {limit}"
+            ),
+            Error::Codec { message } => write!(f, "encoding or decoding failed: {message}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for Error<E> {}
+
+/// A failure of a call on the Library's side, as it travels back over the wire. The Agent turns
+/// it into an [`Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
+pub enum RemoteError {
+    /// No such service.
+    UnknownService {
+        /// The service asked for.
+        service: String,
+    },
+    /// No such method.
+    UnknownMethod {
+        /// The service asked.
+        service: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// The method panicked.
+    Panicked {
+        /// `service.method`.
+        method: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The response exceeded the frame limit.
+    TooLarge {
+        /// Encoded size.
+        size: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// Arguments or result failed to encode or decode.
+    Codec {
+        /// What failed.
+        message: String,
+    },
+    /// The Library is stopping and takes no new calls.
+    ShuttingDown,
+}
+
+impl<E> From<RemoteError> for Error<E> {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::UnknownService { service } => Error::UnknownService { service },
+            RemoteError::UnknownMethod { service, method } => {
+                Error::UnknownMethod { service, method }
+            }
+            RemoteError::Panicked { method, message } => Error::Panicked { method, message },
+            RemoteError::TooLarge { size, limit } => Error::TooLarge {
+                what: "response",
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            },
+            RemoteError::Codec { message } => Error::Codec { message },
+            RemoteError::ShuttingDown => Error::Unavailable {
+                reason: "the library is shutting down".into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_match_variants() {
+        let e: Error = Error::DeadlineExceeded {
+            timeout: Duration::from_secs(1),
+        };
+        assert!(e.is_deadline_exceeded() && !e.is_unavailable());
+        let e: Error<String> = Error::Service("nope".into());
+        assert!(e.is_service());
+        assert_eq!(e.into_service().as_deref(), Some("nope"));
+        let e: Error = RemoteError::Panicked {
+            method: "demo.boom".into(),
+            message: "kaboom".into(),
+        }
+        .into();
+        assert_eq!(e.panic_message(), Some("kaboom"));
+        assert_eq!(e.to_string(), "service method `demo.boom` panicked: kaboom");
+    }
+}

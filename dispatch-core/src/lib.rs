@@ -1,0 +1,51 @@
+//! The runtime behind `dispatch`. Use the `dispatch` crate; this one holds its parts.
+//!
+//! A cluster is one binary in three roles: the **master** (supervisor, runs no application code),
+//! one **Library** (hosts every `#[library_service]` once) and N **workers** (run the
+//! application; each has an [`Agent`] with one connection to the Library).
+//!
+//! ```text
+//!                    ┌──────────────┐
+//!                    │    master    │  supervisor; runs no user code
+//!                    └──┬────────┬──┘
+//!       control socket  │        │  control socket (one per child)
+//!           ┌───────────┘        └──────────────┐
+//!    ┌──────┴──────┐      data plane      ┌──────┴───────┐
+//!    │   library   │◄─── tarpc over ──────┤  app worker  │ × N   (an Agent inside each)
+//!    │  (services) │     Unix socket      └──────────────┘
+//!    └─────────────┘
+//! ```
+
+mod agent;
+mod child;
+mod client;
+mod cluster;
+mod cluster_error;
+mod codec;
+mod control;
+mod error;
+mod library;
+mod logging;
+mod manifest;
+mod master;
+mod panic;
+mod role;
+mod runtime_dir;
+mod server;
+mod service;
+mod services;
+mod spawn;
+mod wire;
+mod worker;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use agent::Agent;
+pub use client::ServiceClient;
+pub use cluster::Cluster;
+pub use cluster_error::ClusterError;
+pub use error::Error;
+pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
+pub use worker::Worker;

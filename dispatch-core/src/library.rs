@@ -1,0 +1,92 @@
+//! The Library process: constructs every service once, listens on the data socket, reports ready
+//! with its manifest, serves Agents until the master tells it to stop, then runs close hooks.
+
+use crate::cluster_error::ClusterError;
+use crate::control::{ControlChannel, ToChild, ToMaster};
+use crate::role::ChildEnv;
+use crate::server::{self, ServeConfig};
+use crate::services::Services;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+/// Exit code of a Library whose services failed to initialise.
+pub(crate) const EXIT_INIT_FAILED: i32 = 2;
+
+/// The Library's whole life; returns its exit code.
+pub(crate) async fn run(env: ChildEnv) -> i32 {
+    match serve(env).await {
+        Ok(()) => 0,
+        Err(ClusterError::LibraryInit { .. }) => EXIT_INIT_FAILED,
+        Err(e) => {
+            tracing::error!("library stopped: {e}");
+            1
+        }
+    }
+}
+
+async fn serve(env: ChildEnv) -> Result<(), ClusterError> {
+    let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
+    let mut control = ControlChannel::new(stream);
+    let init = match control.recv::<ToChild>().await? {
+        Some(ToChild::Init(init)) => init,
+        other => {
+            return Err(ClusterError::Protocol {
+                message: format!("expected the init message from the master, got {other:?}"),
+            })
+        }
+    };
+    let config = ServeConfig::from_init(&init);
+    let services = match Services::start(crate::wire::payload_limit(config.max_frame)).await {
+        Ok(s) => Arc::new(s),
+        Err(reason) => {
+            tracing::error!("{reason}");
+            control
+                .send(&ToMaster::Failed {
+                    reason: reason.clone(),
+                })
+                .await?;
+            return Err(ClusterError::LibraryInit { message: reason });
+        }
+    };
+    let listener = bind(&init.library_socket)?;
+    let summary = services.manifest().summary();
+    tracing::info!(
+        socket = %init.library_socket.display(),
+        "library ready, hosting {summary}"
+    );
+    control.send(&ToMaster::Ready { services: summary }).await?;
+
+    let (_sender, mut receiver) = control.split();
+    let stop = async {
+        loop {
+            match receiver.recv::<ToChild>().await {
+                Ok(Some(ToChild::Shutdown)) => return "the master asked it to stop",
+                Ok(Some(_)) => continue,
+                Ok(None) => return "the master is gone",
+                Err(_) => return "its control socket broke",
+            }
+        }
+    };
+    let why = tokio::select! {
+        () = server::accept_loop(listener, Arc::clone(&services), Arc::new(config)) => "the listener ended",
+        why = stop => why,
+    };
+    tracing::info!("library stopping: {why}; closing services");
+    services.close().await;
+    let _ = std::fs::remove_file(&init.library_socket);
+    Ok(())
+}
+
+/// Binds the data socket, readable and writable by this user only.
+fn bind(path: &std::path::Path) -> Result<tokio::net::UnixListener, ClusterError> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        ClusterError::io(
+            format!("cannot bind the library socket {}", path.display()),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ClusterError::io("cannot restrict the library socket to its owner", e))?;
+    Ok(listener)
+}

@@ -1,0 +1,140 @@
+//! Which role this process plays, read from the environment the master set when it re-executed
+//! the binary. Operators and tools look for these exact names and values.
+
+use crate::cluster_error::ClusterError;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// `library` or `worker`; absent in the master.
+pub(crate) const ENV_ROLE: &str = "DISPATCH_ROLE";
+/// The worker's id (workers only).
+pub(crate) const ENV_WORKER_ID: &str = "DISPATCH_WORKER_ID";
+/// The master's private runtime directory.
+pub(crate) const ENV_RUNTIME_DIR: &str = "DISPATCH_RUNTIME_DIR";
+/// The inherited descriptor of the child's end of its control socket.
+pub(crate) const ENV_CONTROL_FD: &str = "DISPATCH_CONTROL_FD";
+/// The master's pid, checked against the parent pid at start.
+pub(crate) const ENV_MASTER_PID: &str = "DISPATCH_MASTER_PID";
+
+/// The descriptor number a child finds its control socket at.
+pub(crate) const CONTROL_FD: RawFd = 3;
+
+/// The role of this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Not started by a master: this process is the master.
+    Master,
+    /// The Library process.
+    Library(ChildEnv),
+    /// An app worker.
+    Worker(ChildEnv),
+}
+
+/// What a child learns from its environment. The cluster token is not here: it comes over the
+/// control socket, so it never shows in `/proc/<pid>/environ`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChildEnv {
+    pub(crate) worker_id: u32,
+    pub(crate) runtime_dir: PathBuf,
+    pub(crate) control_fd: RawFd,
+    pub(crate) master_pid: u32,
+}
+
+impl Role {
+    /// Reads the role from the environment and removes the variables, so that processes this
+    /// one starts (a worker's own child processes) are not mistaken for cluster members.
+    pub(crate) fn take_from_env() -> Result<Role, ClusterError> {
+        let role = std::env::var(ENV_ROLE).ok();
+        let vars = [
+            ENV_ROLE,
+            ENV_WORKER_ID,
+            ENV_RUNTIME_DIR,
+            ENV_CONTROL_FD,
+            ENV_MASTER_PID,
+        ];
+        let read = |name: &str| std::env::var(name).ok();
+        let result = match role.as_deref() {
+            None => Ok(Role::Master),
+            Some(kind @ ("library" | "worker")) => {
+                let env = ChildEnv::parse(read)?;
+                Ok(if kind == "library" {
+                    Role::Library(env)
+                } else {
+                    Role::Worker(env)
+                })
+            }
+            Some(other) => Err(ClusterError::Protocol {
+                message: format!(
+                    "{ENV_ROLE}={other:?} is not a role (expected `library` or `worker`)"
+                ),
+            }),
+        };
+        for name in vars {
+            std::env::remove_var(name);
+        }
+        result
+    }
+
+    /// `master`, `library` or `worker`, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Library(_) => "library",
+            Role::Worker(_) => "worker",
+        }
+    }
+}
+
+impl ChildEnv {
+    fn parse(read: impl Fn(&str) -> Option<String>) -> Result<ChildEnv, ClusterError> {
+        fn number<T: std::str::FromStr>(
+            read: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<T, ClusterError> {
+            read(name)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ClusterError::Protocol {
+                    message: format!("{name} is missing or not a number in a child's environment"),
+                })
+        }
+        Ok(ChildEnv {
+            worker_id: read(ENV_WORKER_ID)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            runtime_dir: read(ENV_RUNTIME_DIR).map(PathBuf::from).ok_or_else(|| {
+                ClusterError::Protocol {
+                    message: format!("{ENV_RUNTIME_DIR} is missing in a child's environment"),
+                }
+            })?,
+            control_fd: number(&read, ENV_CONTROL_FD)?,
+            master_pid: number(&read, ENV_MASTER_PID)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn parses_a_child_environment() {
+        let vars: HashMap<&str, &str> = [
+            (ENV_WORKER_ID, "3"),
+            (ENV_RUNTIME_DIR, "/tmp/x"),
+            (ENV_CONTROL_FD, "3"),
+            (ENV_MASTER_PID, "42"),
+        ]
+        .into();
+        let env = ChildEnv::parse(|k| vars.get(k).map(|v| (*v).to_owned())).expect("parse");
+        assert_eq!(env.worker_id, 3);
+        assert_eq!(env.master_pid, 42);
+    }
+
+    #[test]
+    fn missing_fd_is_a_clear_error() {
+        let err = ChildEnv::parse(|k| (k == ENV_RUNTIME_DIR).then(|| "/tmp".to_owned()))
+            .expect_err("must fail");
+        assert!(err.to_string().contains(ENV_CONTROL_FD), "{err}");
+    }
+}

@@ -1,0 +1,57 @@
+//! What `#[library_service]` registers: a type-erased service the Library can construct and call.
+
+use crate::error::RemoteError;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+/// The future of one call on the Library's side: the encoded reply or a failure.
+pub type CallFuture = BoxFuture<'static, Result<Vec<u8>, RemoteError>>;
+
+/// The future that constructs a service in the Library: the instance, or the init error's message.
+pub type InitFuture = BoxFuture<'static, Result<Arc<dyn ErasedService>, String>>;
+
+/// A service as the Library sees it: something that answers `method(args)` with encoded bytes.
+///
+/// Implemented by the code `#[library_service]` generates; not meant to be implemented by hand.
+pub trait ErasedService: Send + Sync + 'static {
+    /// Starts the call of `method` with bincode-encoded `args`. An unknown method yields
+    /// [`RemoteError::UnknownMethod`].
+    fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture;
+
+    /// Runs the service's close hook, if it has one. Called once, when the Library stops.
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// One method of a service, as the manifest lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// The method's name.
+    pub name: &'static str,
+    /// Its signature as written (`async fn add(a: i64, b: i64) -> i64`), normalised; the manifest
+    /// fingerprint is computed over these.
+    pub signature: &'static str,
+}
+
+/// A service registered with `inventory` by `#[library_service]`.
+#[derive(Debug)]
+pub struct ServiceRegistration {
+    /// The service's name on the wire (`demo`).
+    pub name: &'static str,
+    /// The Rust type it was declared on, for logs.
+    pub type_name: &'static str,
+    /// Its remote methods.
+    pub methods: &'static [MethodInfo],
+    /// Constructs the one instance (by `Default` or the `init` function).
+    pub init: fn() -> InitFuture,
+}
+
+inventory::collect!(ServiceRegistration);
+
+/// Every service linked into this binary, sorted by name.
+pub(crate) fn registered() -> Vec<&'static ServiceRegistration> {
+    let mut all: Vec<_> = inventory::iter::<ServiceRegistration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all
+}

@@ -1,0 +1,180 @@
+//! Starting a child: re-execute this binary with a role, its control socket at a fixed
+//! descriptor, and a parent-death signal so it never outlives the master.
+//!
+//! The only `unsafe` of the runtime lives here: the `pre_exec` hook (between `fork` and `exec`,
+//! where only async-signal-safe calls are allowed) and taking ownership of the inherited
+//! descriptor in the child.
+
+use crate::cluster_error::ClusterError;
+use crate::role::{self, CONTROL_FD};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::net::UnixStream;
+
+/// Which child to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildKind {
+    /// The Library.
+    Library,
+    /// App worker `id`.
+    Worker(u32),
+}
+
+impl ChildKind {
+    /// `library` or `worker 3`, for logs and errors.
+    pub(crate) fn label(self) -> String {
+        match self {
+            ChildKind::Library => "library".to_owned(),
+            ChildKind::Worker(id) => format!("worker {id}"),
+        }
+    }
+}
+
+/// A started child and the master's end of its control socket.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) pid: u32,
+    pub(crate) control: UnixStream,
+}
+
+/// Starts `kind` by re-executing `/proc/self/exe` (which survives the binary being replaced on
+/// disk) with this process's arguments.
+///
+/// Must be called from a thread that outlives the child: the parent-death signal fires when the
+/// *thread* that forked exits. The master calls it from the thread that runs the cluster.
+pub(crate) fn spawn_child(kind: ChildKind, runtime_dir: &Path) -> Result<Spawned, ClusterError> {
+    let label = kind.label();
+    let (master_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+        ClusterError::io(
+            format!("cannot create the control socket of the {label}"),
+            e,
+        )
+    })?;
+    let child_fd = child_end.as_raw_fd();
+    let master_pid = nix::unistd::getpid().as_raw();
+
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env(
+            role::ENV_ROLE,
+            match kind {
+                ChildKind::Library => "library",
+                ChildKind::Worker(_) => "worker",
+            },
+        )
+        .env(role::ENV_RUNTIME_DIR, runtime_dir)
+        .env(role::ENV_CONTROL_FD, CONTROL_FD.to_string())
+        .env(role::ENV_MASTER_PID, master_pid.to_string());
+    if let ChildKind::Worker(id) = kind {
+        cmd.env(role::ENV_WORKER_ID, id.to_string());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // calls (prctl, getppid, fcntl, dup2, signal); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || prepare_child(child_fd, master_pid));
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| ClusterError::io(format!("cannot start the {label}"), e))?;
+    drop(child_end);
+    let pid = child.id().unwrap_or(0);
+    let control = into_tokio(master_end).map_err(|e| {
+        ClusterError::io(
+            format!("cannot register the control socket of the {label}"),
+            e,
+        )
+    })?;
+    Ok(Spawned {
+        child,
+        pid,
+        control,
+    })
+}
+
+/// In the forked child, before exec.
+#[allow(unsafe_code)]
+fn prepare_child(child_fd: RawFd, master_pid: i32) -> io::Result<()> {
+    // SAFETY (whole function): plain libc calls on integers; all async-signal-safe.
+    unsafe {
+        // Die with the master (checked against the expected parent to close the race where
+        // the master died before this line).
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() != master_pid {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // The control socket at its fixed number; dup2 clears close-on-exec on the copy.
+        if child_fd == CONTROL_FD {
+            if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(child_fd, CONTROL_FD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Terminal signals (Ctrl-C, Ctrl-\) go to the whole process group; only the master
+        // acts on them and stops the children in order.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    Ok(())
+}
+
+/// In a child: takes the inherited control socket, after checking that the master that set up
+/// this environment is still our parent and that the descriptor really is a socket.
+pub(crate) fn inherited_control(fd: RawFd, master_pid: u32) -> Result<UnixStream, ClusterError> {
+    let parent = nix::unistd::getppid().as_raw();
+    if i64::from(parent) != i64::from(master_pid) {
+        return Err(ClusterError::Protocol {
+            message: format!(
+                "this process was started as a cluster child of master {master_pid}, but its parent is {parent}"
+            ),
+        });
+    }
+    let stat = nix::sys::stat::fstat(fd_ref(fd)?)
+        .map_err(|e| ClusterError::io(format!("descriptor {fd} is not open"), e.into()))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(ClusterError::Protocol {
+            message: format!("descriptor {fd} is not the control socket"),
+        });
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the descriptor is open and is a socket (checked above); the master handed it to
+    // this process and nothing else here owns it, so taking ownership once is sound.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    // Our own child processes must not inherit it.
+    nix::fcntl::fcntl(
+        &stream,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| ClusterError::io("cannot set close-on-exec on the control socket", e.into()))?;
+    into_tokio(stream).map_err(|e| ClusterError::io("cannot register the control socket", e))
+}
+
+fn fd_ref(fd: RawFd) -> Result<std::os::fd::BorrowedFd<'static>, ClusterError> {
+    if fd < 0 {
+        return Err(ClusterError::Protocol {
+            message: format!("descriptor {fd} is invalid"),
+        });
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: only used for fstat right away; fstat on a closed descriptor returns EBADF.
+    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+fn into_tokio(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+    stream.set_nonblocking(true)?;
+    UnixStream::from_std(stream)
+}

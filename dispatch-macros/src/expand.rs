@@ -1,0 +1,379 @@
+//! Parse → validate → expand. [`ServiceGenerator`] has one method per generated item, joined by
+//! `ToTokens`: the impl block itself, the Library's dispatcher, the `inventory` registration, the
+//! client stub, the Agent extension trait and the hidden compile-time checks.
+
+use crate::ast::{Method, Output, Service};
+use crate::attr::{self, Args};
+use crate::ctxt::Ctxt;
+use crate::{fallback, signature, valid};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::{Ident, Item};
+
+/// The expansion of `#[library_service(args)] input`: the service, or every mistake in it.
+pub(crate) fn library_service(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let args = attr::parse_args(&mut cx, args);
+    let item: Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            // rustc parsed the item already: this is syntax syn does not know yet.
+            cx.push(e);
+            let mut out = cx.check().err().map(|e| e.to_compile_error()).unwrap_or_default();
+            out.extend(input);
+            return out;
+        }
+    };
+    let service = Service::from_item(&mut cx, &item, &args);
+    if let Some(service) = &service {
+        valid::check(&mut cx, &args, service);
+    }
+    match (cx.check(), service) {
+        (Ok(()), Some(service)) => ServiceGenerator::new(&args, &service).into_token_stream(),
+        (Err(errors), _) => fallback::expand(&item, &errors),
+        (Ok(()), None) => fallback::expand(
+            &item,
+            &syn::Error::new(Span::call_site(), crate::ast::NOT_INHERENT),
+        ),
+    }
+}
+
+/// Emits the code of one valid service.
+pub(crate) struct ServiceGenerator<'a> {
+    args: &'a Args,
+    service: &'a Service<'a>,
+    /// `::dispatch::__private`, or `<crate = …>::__private`.
+    private: TokenStream,
+    /// `DemoClient`.
+    client: Ident,
+    /// `DemoAgentExt`.
+    ext: Ident,
+    /// The extension method: the wire name as an identifier.
+    accessor: Ident,
+}
+
+impl<'a> ServiceGenerator<'a> {
+    pub(crate) fn new(args: &'a Args, service: &'a Service<'a>) -> Self {
+        let private = match &args.krate {
+            Some(krate) => quote!(#krate::__private),
+            None => quote!(::dispatch::__private),
+        };
+        ServiceGenerator {
+            args,
+            service,
+            private,
+            client: format_ident!("{}Client", service.ident),
+            ext: format_ident!("{}AgentExt", service.ident),
+            accessor: Ident::new(&service.name, service.name_span),
+        }
+    }
+
+    /// The impl block as written, without the `#[blocking]` helper attributes.
+    fn original(&self) -> TokenStream {
+        fallback::strip_helpers(self.service.item).into_token_stream()
+    }
+
+    /// `impl ErasedService`: the Library's side, one `match` arm per remote method.
+    fn erased_service(&self) -> TokenStream {
+        let p = &self.private;
+        let self_path = self.service.self_path;
+        let method = Ident::new("method", Span::mixed_site());
+        let args = Ident::new(
+            if self.service.remote.is_empty() { "_args" } else { "args" },
+            Span::mixed_site(),
+        );
+        let arms = self.service.remote.iter().map(|m| self.arm(m, &args));
+        let close = self.close();
+        let service = &self.service.name;
+        quote! {
+            impl #p::ErasedService for #self_path {
+                fn call(
+                    self: ::std::sync::Arc<Self>,
+                    #method: &str,
+                    #args: ::std::vec::Vec<u8>,
+                ) -> #p::CallFuture {
+                    match #method {
+                        #(#arms)*
+                        _ => #p::unknown_method(#service, #method),
+                    }
+                }
+                #close
+            }
+        }
+    }
+
+    /// `"add" => Box::pin(async move { decode; call; encode })`.
+    fn arm(&self, m: &Method<'_>, args: &Ident) -> TokenStream {
+        let p = &self.private;
+        let (service, method) = (&self.service.name, m.ident.to_string());
+        let ident = m.ident;
+        let names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+        let types = m.args.iter().map(|a| a.ty);
+        let call = if m.blocking.is_some() {
+            quote!(#p::run_blocking(move || self.#ident(#(#names),*)).await?)
+        } else if m.is_async() {
+            quote!(self.#ident(#(#names),*).await)
+        } else {
+            quote!(self.#ident(#(#names),*))
+        };
+        let out = Ident::new("out", Span::mixed_site());
+        let reply = match m.output {
+            Output::Unit => quote!(#call; #p::encode_reply(&())),
+            _ => quote!(let #out = #call; #p::encode_reply(&#out)),
+        };
+        quote! {
+            #method => ::std::boxed::Box::pin(async move {
+                let (#(#names,)*): (#(#types,)*) = #p::decode_args(#service, #method, &#args)?;
+                #reply
+            }),
+        }
+    }
+
+    /// `ErasedService::close`, forwarding to the `close = …` hook.
+    fn close(&self) -> TokenStream {
+        let p = &self.private;
+        let Some(close) = &self.args.close else {
+            return TokenStream::new();
+        };
+        let is_async = self
+            .service
+            .local
+            .iter()
+            .any(|f| f.sig.ident == *close && f.sig.asyncness.is_some());
+        let call = if is_async {
+            quote!(self.#close().await)
+        } else {
+            quote!(self.#close())
+        };
+        quote! {
+            fn close(self: ::std::sync::Arc<Self>) -> #p::futures::future::BoxFuture<'static, ()> {
+                ::std::boxed::Box::pin(async move { #call; })
+            }
+        }
+    }
+
+    /// The `inventory` registration the Library finds the service by.
+    fn registration(&self) -> TokenStream {
+        let p = &self.private;
+        let self_path = self.service.self_path;
+        let name = &self.service.name;
+        let type_name = signature::render(self_path);
+        let methods = self.service.remote.iter().map(|m| {
+            let (method, sig) = (m.ident.to_string(), signature::of(m));
+            quote!(#p::MethodInfo { name: #method, signature: #sig })
+        });
+        let init = match &self.args.init {
+            Some(init) => quote_spanned! {init.segments.last().map_or_else(Span::call_site, |s| s.ident.span())=>
+                #p::init_with::<#self_path, _, _>(#init())
+            },
+            None => quote_spanned! {self.service.ident.span()=>
+                #p::init_default::<#self_path>()
+            },
+        };
+        quote! {
+            #p::inventory::submit! {
+                #p::ServiceRegistration {
+                    name: #name,
+                    type_name: #type_name,
+                    methods: &[#(#methods),*],
+                    init: {
+                        fn init() -> #p::InitFuture {
+                            #init
+                        }
+                        init
+                    },
+                }
+            }
+        }
+    }
+
+    /// The client stub: `DemoClient`, one `async fn` per remote method.
+    fn client(&self) -> TokenStream {
+        let p = &self.private;
+        let (client, accessor) = (&self.client, &self.accessor);
+        let name = &self.service.name;
+        let type_name = signature::render(self.service.self_path);
+        let doc = format!(
+            " A worker's client of the Library's `{name}` service (`{type_name}`): \
+             `Agent::get().{accessor}()`.\n\n Each method calls the method of the same name in \
+             the Library and returns its result, or the `dispatch::Error` that kept it from \
+             arriving. It is `Copy`: a reference to the process's Agent and a deadline."
+        );
+        let stubs = self.service.remote.iter().map(|m| self.stub(m));
+        quote! {
+            #[doc = #doc]
+            #[allow(unreachable_pub)]
+            #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
+            pub struct #client<'a> {
+                inner: #p::ServiceClient<'a>,
+            }
+
+            #[allow(unreachable_pub)]
+            impl<'a> #client<'a> {
+                /// The same client, with every call given `timeout` instead of the Agent's
+                /// default deadline.
+                #[must_use]
+                pub fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
+                    #client {
+                        inner: self.inner.with_timeout(timeout),
+                    }
+                }
+
+                /// The service's name on the wire.
+                pub fn service_name(&self) -> &str {
+                    self.inner.service_name()
+                }
+
+                #(#stubs)*
+            }
+        }
+    }
+
+    /// One method of the client stub.
+    fn stub(&self, m: &Method<'_>) -> TokenStream {
+        let p = &self.private;
+        let ident = m.ident;
+        let method = ident.to_string();
+        let params = m.args.iter().map(|a| {
+            let (name, ty) = (&a.name, &a.resolved);
+            quote!(#name: #ty)
+        });
+        let names = m.args.iter().map(|a| &a.name);
+        let user_docs: Vec<_> = m.docs().collect();
+        let summary = format!(
+            " Calls `{}::{method}` in the Library.",
+            signature::render(self.service.self_path)
+        );
+        let summary = (user_docs.is_empty()).then(|| quote!(#[doc = #summary]));
+        let (output, body, errors) = match &m.output {
+            Output::Fallible { ok, err } => (
+                quote!(::core::result::Result<#ok, #p::Error<#err>>),
+                quote!(self.inner.call_fallible::<_, #ok, #err>(#method, &(#(#names,)*)).await),
+                " Fails when the call cannot reach the Library or its reply does not come back in \
+                 time, and with `Error::Service` when the method returns its own error.",
+            ),
+            Output::Unit => (
+                quote!(::core::result::Result<(), #p::Error>),
+                quote!(self.inner.call::<_, ()>(#method, &(#(#names,)*)).await),
+                " Fails when the call cannot reach the Library or its reply does not come back in \
+                 time.",
+            ),
+            Output::Value { resolved, .. } => (
+                quote!(::core::result::Result<#resolved, #p::Error>),
+                quote!(self.inner.call::<_, #resolved>(#method, &(#(#names,)*)).await),
+                " Fails when the call cannot reach the Library or its reply does not come back in \
+                 time.",
+            ),
+        };
+        quote! {
+            #summary
+            #(#user_docs)*
+            ///
+            /// # Errors
+            #[doc = #errors]
+            pub async fn #ident(self, #(#params),*) -> #output {
+                #body
+            }
+        }
+    }
+
+    /// The extension trait that gives `Agent` its `demo()` method.
+    fn agent_ext(&self) -> TokenStream {
+        let p = &self.private;
+        let (client, ext, accessor) = (&self.client, &self.ext, &self.accessor);
+        let name = &self.service.name;
+        let trait_doc = format!(
+            " Gives the worker's Agent a client of the Library's `{name}` service: \
+             `Agent::get().{name}()`. Bring it into scope with `use`."
+        );
+        let fn_doc = format!(" A client of the Library's `{name}` service.");
+        quote! {
+            #[doc = #trait_doc]
+            #[allow(unreachable_pub)]
+            pub trait #ext {
+                #[doc = #fn_doc]
+                fn #accessor(&self) -> #client<'_>;
+            }
+
+            impl #ext for #p::Agent {
+                fn #accessor(&self) -> #client<'_> {
+                    #client {
+                        inner: #p::ServiceClient::new(self, #name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Never-called code that makes rustc check, at the user's tokens, what the service needs:
+    /// wire types, a `Send + Sync` service, `Send` futures, an accessor no `Agent` method shadows.
+    fn checks(&self) -> TokenStream {
+        let p = &self.private;
+        let self_path = self.service.self_path;
+        let (client, accessor) = (&self.client, &self.accessor);
+        let this = Ident::new("this", Span::mixed_site());
+        let agent = Ident::new("agent", Span::mixed_site());
+        let service = quote_spanned! {self.service.ident.span()=>
+            #p::assert_service_type::<#self_path>();
+        };
+        let mut wire = Vec::new();
+        let mut send = Vec::new();
+        for m in &self.service.remote {
+            for a in &m.args {
+                wire.push(assert_wire(p, &a.resolved));
+            }
+            match &m.output {
+                Output::Unit => {}
+                Output::Value { resolved, .. } => wire.push(assert_wire(p, resolved)),
+                Output::Fallible { ok, err } => {
+                    wire.push(assert_wire(p, ok));
+                    wire.push(assert_wire(p, err));
+                }
+            }
+            if m.is_async() {
+                let ident = m.ident;
+                let params = m.args.iter().map(|a| {
+                    let (name, ty) = (&a.name, &a.resolved);
+                    quote!(#name: #ty)
+                });
+                let names = m.args.iter().map(|a| &a.name);
+                send.push(quote_spanned! {ident.span()=>
+                    let _ = |#(#params),*| #p::assert_send(#this.#ident(#(#names),*));
+                });
+            }
+        }
+        let shadowed = quote_spanned! {self.service.name_span=>
+            let _: #client<'_> = #agent.#accessor();
+        };
+        quote! {
+            #[allow(dead_code, clippy::all)]
+            const _: () = {
+                fn checks(#this: &#self_path, #agent: &#p::Agent) {
+                    let _ = #this;
+                    #service
+                    #(#wire)*
+                    #(#send)*
+                    #shadowed
+                }
+            };
+        }
+    }
+}
+
+fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {
+    use syn::spanned::Spanned;
+    quote_spanned! {ty.span()=> #p::assert_wire_type::<#ty>();}
+}
+
+impl ToTokens for ServiceGenerator<'_> {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        tokens.extend([
+            self.original(),
+            self.erased_service(),
+            self.registration(),
+            self.client(),
+            self.agent_ext(),
+            self.checks(),
+        ]);
+    }
+}

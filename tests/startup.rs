@@ -1,0 +1,58 @@
+//! Start and finish: a failing service init aborts the start with its message; a failing worker
+//! stops the cluster with a non-zero exit naming it.
+
+mod support;
+
+use std::time::Duration;
+
+#[test]
+fn a_failing_service_init_aborts_the_start_with_its_message() {
+    let run = support::run(
+        &["demo", "--workers", "2"],
+        &[(
+            "FIXTURE_FAIL_INIT",
+            "cannot reach the registry at 127.0.0.1:1",
+        )],
+        Duration::from_secs(20),
+    );
+    assert!(
+        !run.status.success(),
+        "the cluster started anyway:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("service `registry` (Registry) failed to initialise: cannot reach the registry at 127.0.0.1:1"),
+        "{}",
+        run.stderr
+    );
+    // Workers are never started against a Library that is not ready.
+    assert!(!run.stderr.contains("started the worker"), "{}", run.stderr);
+    assert!(run.lines("RESULT").is_empty());
+}
+
+#[test]
+fn a_worker_that_fails_stops_the_cluster_with_a_non_zero_exit() {
+    let run = support::run(&["fail", "--workers", "2"], &[], Duration::from_secs(20));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("worker 1: failing on purpose"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("worker 1 (pid"), "{}", run.stderr);
+    assert!(run.stderr.contains("exited with code 1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_worker_killed_by_a_signal_stops_the_cluster_and_says_which_signal() {
+    let run = support::run(&["crash", "--workers", "2"], &[], Duration::from_secs(20));
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("worker 1 (pid"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("was killed by SIGKILL (by the out-of-memory killer?)"),
+        "{}",
+        run.stderr
+    );
+}
