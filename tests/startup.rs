@@ -1,5 +1,6 @@
-//! Start and finish: a failing service init aborts the start with its message; a failing worker
-//! stops the cluster with a non-zero exit naming it.
+//! Start and finish: a failing, slow or hung process aborts the start with a clear message and
+//! leaves nothing running; with restarts off, a failing worker stops the cluster with a non-zero
+//! exit naming it.
 
 mod support;
 
@@ -33,7 +34,11 @@ fn a_failing_service_init_aborts_the_start_with_its_message() {
 
 #[test]
 fn a_worker_that_fails_stops_the_cluster_with_a_non_zero_exit() {
-    let run = support::run(&["fail", "--workers", "2"], &[], Duration::from_secs(20));
+    let run = support::run(
+        &["fail", "--workers", "2", "--no-restart"],
+        &[],
+        Duration::from_secs(20),
+    );
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(
         run.stderr.contains("worker 1: failing on purpose"),
@@ -46,7 +51,11 @@ fn a_worker_that_fails_stops_the_cluster_with_a_non_zero_exit() {
 
 #[test]
 fn a_worker_killed_by_a_signal_stops_the_cluster_and_says_which_signal() {
-    let run = support::run(&["crash", "--workers", "2"], &[], Duration::from_secs(20));
+    let run = support::run(
+        &["crash", "--workers", "2", "--no-restart"],
+        &[],
+        Duration::from_secs(20),
+    );
     assert!(!run.status.success());
     assert!(run.stderr.contains("worker 1 (pid"), "{}", run.stderr);
     assert!(
@@ -55,4 +64,53 @@ fn a_worker_killed_by_a_signal_stops_the_cluster_and_says_which_signal() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_library_that_misses_its_ready_timeout_aborts_the_start() {
+    let run = support::run(
+        &["demo", "--library-ready-timeout-ms", "300"],
+        &[("FIXTURE_SLOW_INIT_MS", "10000")],
+        Duration::from_secs(20),
+    );
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("the library did not become ready within 300ms"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("started the worker"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
+}
+
+#[test]
+fn a_worker_that_never_becomes_ready_aborts_the_start() {
+    let run = support::run(
+        &["never-ready", "--explicit-ready", "--worker-ready-timeout-ms", "400"],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("did not become ready within 400ms"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("cluster ready"), "{}", run.stderr);
+}
+
+#[test]
+fn a_worker_that_exits_before_ready_aborts_the_start() {
+    let run = support::run(
+        &["never-ready", "--explicit-ready", "--exit"],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("exited with code 1 before it was ready"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("giving up before ready"), "{}", run.stderr);
 }

@@ -1,4 +1,5 @@
-//! The Agent: a worker's one multiplexed connection to the Library.
+//! The Agent: a worker's one multiplexed connection to the Library, kept up across Library
+//! restarts.
 
 use crate::client::ServiceClient;
 use crate::cluster_error::ClusterError;
@@ -6,29 +7,44 @@ use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::wire::{self, CallRequest, CallResponse, Hello, Welcome};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
 use once_cell::sync::OnceCell;
 use serde_bytes::ByteBuf;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
+use tokio::sync::{watch, Notify};
 
 static AGENT: OnceCell<Agent> = OnceCell::new();
 
 /// A worker's connection to the Library. Every generated stub calls through it:
 /// `Agent::get().demo().get_name().await`.
 ///
-/// One Agent exists per worker process, connected before the worker's code runs. All calls of the
-/// process share its one connection; they run concurrently and each has a deadline.
+/// One Agent exists per worker process, connected before the worker's code runs. All calls of
+/// the process share its one connection; they run concurrently and each has a deadline.
+///
+/// If the Library dies, the Agent reconnects by itself as soon as the master has restarted it.
+/// A call that was in flight fails at once with [`Error::LibraryRestarted`]; a call made while
+/// the Library is down waits for it, up to the call's deadline, and then fails with
+/// [`Error::Unavailable`] (it was not delivered).
 #[derive(Debug)]
 pub struct Agent {
-    client: tarpc::client::Channel<CallRequest, CallResponse>,
+    link: watch::Receiver<Option<Arc<Link>>>,
+    reconnect: Arc<Notify>,
     worker_id: u32,
     /// The default deadline in microseconds; changeable at run time.
     default_timeout_us: AtomicU64,
     payload_limit: usize,
     manifest: Manifest,
+}
+
+/// One live connection to the Library.
+#[derive(Debug)]
+struct Link {
+    client: tarpc::client::Channel<CallRequest, CallResponse>,
 }
 
 /// What an Agent needs to connect.
@@ -41,6 +57,17 @@ pub(crate) struct AgentConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
 }
+
+/// Why a connection attempt failed.
+enum LinkError {
+    /// Worth retrying: the Library is not (yet) there.
+    Transient(ClusterError),
+    /// Retrying cannot help: refused, or a different set of services.
+    Fatal(ClusterError),
+}
+
+/// The task that reads and writes one connection; it ends when the connection breaks.
+type Dispatch = BoxFuture<'static, ()>;
 
 impl Agent {
     /// The Agent of this worker.
@@ -92,9 +119,19 @@ impl Agent {
         self.payload_limit
     }
 
-    /// The Library's manifest, as received in the handshake.
+    /// The Library's manifest, as received in the first handshake.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Whether the Agent is connected to the Library right now.
+    pub fn is_connected(&self) -> bool {
+        self.link.borrow().is_some()
+    }
+
+    /// Tells the Agent the Library is back, so it reconnects now instead of at its next retry.
+    pub(crate) fn reconnect_now(&self) {
+        self.reconnect.notify_one();
     }
 
     /// Sends one call and waits for its reply or its deadline (`timeout`, or the Agent's default).
@@ -121,85 +158,94 @@ impl Agent {
             });
         }
         let timeout = timeout.unwrap_or_else(|| self.default_timeout());
+        let deadline = Instant::now() + timeout;
+        let link = self.current_link(deadline, timeout).await?;
         let mut ctx = tarpc::context::current();
-        ctx.deadline = Instant::now() + timeout;
+        ctx.deadline = deadline;
         let request = CallRequest {
             service: service.to_owned(),
             method: method.to_owned(),
             args: ByteBuf::from(args),
         };
-        match self.client.call(ctx, request).await {
+        match link.client.call(ctx, request).await {
             Ok(Ok(reply)) => Ok(reply.into_vec()),
             Ok(Err(remote)) => Err(remote.into()),
             Err(RpcError::DeadlineExceeded) => Err(Error::DeadlineExceeded { timeout }),
-            Err(e) => Err(Error::Unavailable {
+            Err(RpcError::Server(e)) => Err(Error::Unavailable {
                 reason: e.to_string(),
+            }),
+            // The connection broke with the call on it: the Library died (and is being
+            // restarted). The call may have run; it is not retried.
+            Err(RpcError::Shutdown | RpcError::Channel(_) | RpcError::Send(_)) => {
+                Err(Error::LibraryRestarted)
+            }
+        }
+    }
+
+    /// The live connection, waiting for the Library to come back up to `deadline`.
+    async fn current_link(&self, deadline: Instant, timeout: Duration) -> Result<Arc<Link>, Error> {
+        if let Some(link) = self.link.borrow().as_ref() {
+            return Ok(Arc::clone(link));
+        }
+        let mut rx = self.link.clone();
+        let waited = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(Option::is_some).await.map(|link| link.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(Some(link))) => Ok(link),
+            Ok(Ok(None)) => Err(Error::Unavailable {
+                reason: "the connection was lost again".into(),
+            }),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                reason: "the agent stopped".into(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                reason: format!(
+                    "the library did not come back within the call's deadline of {timeout:?}"
+                ),
             }),
         }
     }
 
-    /// Connects to the Library, completes the handshake and checks the manifest.
+    /// Connects to the Library once (see [`Agent::connect_within`]).
+    #[cfg(test)]
     pub(crate) async fn connect(config: &AgentConfig) -> Result<Agent, ClusterError> {
-        let stream = tokio::net::UnixStream::connect(&config.socket)
-            .await
-            .map_err(|e| {
-                ClusterError::io(
-                    format!(
-                        "cannot connect to the library at {}",
-                        config.socket.display()
-                    ),
-                    e,
-                )
-            })?;
-        let mut framed = wire::framed(stream, config.max_frame);
-        let hello = Hello {
-            protocol: wire::PROTOCOL_VERSION,
-            token: config.token.clone(),
-            worker_id: config.worker_id,
+        Self::connect_within(config, Duration::ZERO).await
+    }
+
+    /// Connects to the Library (retrying for up to `patience` while it is not there yet: a
+    /// worker restarted while the Library restarts too), completes the handshake, checks the
+    /// manifest, and starts the task that keeps the connection up.
+    pub(crate) async fn connect_within(
+        config: &AgentConfig,
+        patience: Duration,
+    ) -> Result<Agent, ClusterError> {
+        let give_up = Instant::now() + patience;
+        let mut wait = Duration::from_millis(5);
+        let (client, dispatch, manifest) = loop {
+            match open_link(config).await {
+                Ok(opened) => break opened,
+                Err(LinkError::Fatal(e)) => return Err(e),
+                Err(LinkError::Transient(e)) if Instant::now() + wait >= give_up => return Err(e),
+                Err(LinkError::Transient(e)) => {
+                    tracing::debug!("cannot connect to the library yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                }
+            }
         };
-        let hello = crate::codec::encode(&hello).map_err(|e| ClusterError::Protocol {
-            message: format!("cannot encode the hello: {e}"),
-        })?;
-        let exchange = async {
-            framed.send(Bytes::from(hello)).await?;
-            framed.next().await.transpose()
-        };
-        let frame = tokio::time::timeout(config.handshake_timeout, exchange)
-            .await
-            .map_err(|_| ClusterError::Handshake {
-                message: format!(
-                    "the library did not answer within {:?}",
-                    config.handshake_timeout
-                ),
-            })?
-            .map_err(|e| ClusterError::io("handshake with the library", e))?
-            .ok_or_else(|| ClusterError::Handshake {
-                message: "the library closed the connection (wrong token?)".into(),
-            })?;
-        let welcome: Welcome =
-            crate::codec::decode(&frame).map_err(|e| ClusterError::Handshake {
-                message: format!("undecodable answer: {e}"),
-            })?;
-        let manifest = match welcome {
-            Welcome::Accepted(m) => m,
-            Welcome::Refused(reason) => return Err(ClusterError::Handshake { message: reason }),
-        };
-        let local = Manifest::local();
-        if manifest.fingerprint() != local.fingerprint() {
-            // The Library may host more than this worker knows of; what this worker calls must
-            // be there with the same signature.
-            manifest
-                .check_serves(&local)
-                .map_err(|e| ClusterError::Handshake {
-                    message: e.to_string(),
-                })?;
-        }
-        let mut client_config = tarpc::client::Config::default();
-        client_config.max_in_flight_requests = 100_000;
-        client_config.pending_request_buffer = 1024;
-        let client = tarpc::client::new(client_config, wire::transport(framed)).spawn();
+        let (link_tx, link) = watch::channel(Some(Arc::new(Link { client })));
+        let reconnect = Arc::new(Notify::new());
+        tokio::spawn(keep_connected(
+            config.clone(),
+            dispatch,
+            link_tx,
+            Arc::clone(&reconnect),
+        ));
         Ok(Agent {
-            client,
+            link,
+            reconnect,
             worker_id: config.worker_id,
             default_timeout_us: AtomicU64::new(
                 u64::try_from(config.call_timeout.as_micros()).unwrap_or(u64::MAX),
@@ -213,4 +259,125 @@ impl Agent {
     pub(crate) fn install(self) -> &'static Agent {
         AGENT.get_or_init(|| self)
     }
+}
+
+/// Runs the connection; when it breaks, marks the Agent disconnected and reconnects (at once
+/// when the master says the Library is back, else with a short backoff), for the worker's life.
+async fn keep_connected(
+    config: AgentConfig,
+    mut dispatch: Dispatch,
+    link: watch::Sender<Option<Arc<Link>>>,
+    reconnect: Arc<Notify>,
+) {
+    loop {
+        dispatch.await;
+        link.send_replace(None);
+        let lost = Instant::now();
+        tracing::warn!("lost the connection to the library; reconnecting");
+        let mut wait = Duration::from_millis(5);
+        dispatch = loop {
+            match open_link(&config).await {
+                Ok((client, next, _)) => {
+                    link.send_replace(Some(Arc::new(Link { client })));
+                    tracing::info!("reconnected to the library after {:?}", lost.elapsed());
+                    break next;
+                }
+                Err(LinkError::Fatal(e)) => {
+                    // A Library with other services cannot serve this worker's code: exit, and
+                    // let the master start a fresh worker.
+                    tracing::error!("cannot reconnect to the library: {e}; exiting");
+                    std::process::exit(crate::worker::EXIT_START_FAILED);
+                }
+                Err(LinkError::Transient(e)) => {
+                    tracing::debug!("reconnect failed: {e}");
+                    tokio::select! {
+                        () = reconnect.notified() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+            }
+        };
+    }
+}
+
+/// One connection attempt: connect, handshake, manifest check.
+async fn open_link(
+    config: &AgentConfig,
+) -> Result<(tarpc::client::Channel<CallRequest, CallResponse>, Dispatch, Manifest), LinkError> {
+    let transient = LinkError::Transient;
+    let stream = tokio::net::UnixStream::connect(&config.socket)
+        .await
+        .map_err(|e| {
+            transient(ClusterError::io(
+                format!("cannot connect to the library at {}", config.socket.display()),
+                e,
+            ))
+        })?;
+    let mut framed = wire::framed(stream, config.max_frame);
+    let hello = Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        token: config.token.clone(),
+        worker_id: config.worker_id,
+    };
+    let hello = crate::codec::encode(&hello).map_err(|e| {
+        LinkError::Fatal(ClusterError::Protocol {
+            message: format!("cannot encode the hello: {e}"),
+        })
+    })?;
+    let exchange = async {
+        framed.send(Bytes::from(hello)).await?;
+        framed.next().await.transpose()
+    };
+    let frame = match tokio::time::timeout(config.handshake_timeout, exchange).await {
+        Err(_) => {
+            return Err(transient(ClusterError::Handshake {
+                message: format!(
+                    "the library did not answer within {:?}",
+                    config.handshake_timeout
+                ),
+            }))
+        }
+        Ok(Err(e)) => return Err(transient(ClusterError::io("handshake with the library", e))),
+        Ok(Ok(None)) => {
+            return Err(transient(ClusterError::Handshake {
+                message: "the library closed the connection during the handshake".into(),
+            }))
+        }
+        Ok(Ok(Some(frame))) => frame,
+    };
+    let welcome: Welcome = crate::codec::decode(&frame).map_err(|e| {
+        LinkError::Fatal(ClusterError::Handshake {
+            message: format!("undecodable answer: {e}"),
+        })
+    })?;
+    let manifest = match welcome {
+        Welcome::Accepted(m) => m,
+        Welcome::Refused(reason) => {
+            return Err(LinkError::Fatal(ClusterError::Handshake { message: reason }))
+        }
+    };
+    let local = Manifest::local();
+    if manifest.fingerprint() != local.fingerprint() {
+        // The Library may host more than this worker knows of; what this worker calls must be
+        // there with the same signature.
+        manifest.check_serves(&local).map_err(|e| {
+            LinkError::Fatal(ClusterError::Handshake {
+                message: e.to_string(),
+            })
+        })?;
+    }
+    let mut client_config = tarpc::client::Config::default();
+    client_config.max_in_flight_requests = 100_000;
+    client_config.pending_request_buffer = 1024;
+    let tarpc::client::NewClient { client, dispatch } =
+        tarpc::client::new(client_config, wire::transport(framed));
+    let dispatch = dispatch
+        .map(|result| {
+            if let Err(e) = result {
+                tracing::debug!("the library connection ended: {e}");
+            }
+        })
+        .boxed();
+    Ok((client, dispatch, manifest))
 }

@@ -31,8 +31,6 @@ pub(crate) enum ChildEvent {
 pub(crate) struct ChildHandle {
     pub(crate) kind: ChildKind,
     pub(crate) pid: u32,
-    /// Whether it has reported ready.
-    pub(crate) ready: bool,
     to_child: mpsc::UnboundedSender<ToChild>,
     signals: mpsc::UnboundedSender<Signal>,
 }
@@ -96,7 +94,6 @@ impl ChildHandle {
         ChildHandle {
             kind,
             pid,
-            ready: false,
             to_child,
             signals,
         }

@@ -2,11 +2,14 @@
 //! process's role (master, Library or worker).
 
 use crate::cluster_error::ClusterError;
+use crate::restart::RestartPolicy;
 use crate::role::Role;
 use crate::worker::Worker;
 use std::future::Future;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// A cluster: one master, one Library, N app workers, all running this same binary.
 ///
@@ -26,10 +29,42 @@ use std::time::Duration;
 ///     })
 /// }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use]
 pub struct Cluster {
     config: ClusterConfig,
+    commands: mpsc::UnboundedSender<Command>,
+    command_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Command>>>>,
+}
+
+/// A request to the running master, from a [`ClusterHandle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Rolling reload of every worker.
+    Reload,
+    /// Graceful shutdown.
+    Stop,
+}
+
+/// Controls a running cluster from the master process (another thread of it, for example):
+/// the same as sending the master SIGHUP or SIGTERM. Obtained from [`Cluster::handle`] before
+/// [`Cluster::run`]; in the Library and in workers it does nothing.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl ClusterHandle {
+    /// Starts a rolling reload: each worker in turn is replaced by a new process, and stopped
+    /// once its replacement is ready. Returns `false` if the cluster is no longer running.
+    pub fn reload(&self) -> bool {
+        self.commands.send(Command::Reload).is_ok()
+    }
+
+    /// Stops the cluster gracefully. Returns `false` if it is no longer running.
+    pub fn stop(&self) -> bool {
+        self.commands.send(Command::Stop).is_ok()
+    }
 }
 
 /// The settings the master starts the cluster with.
@@ -43,6 +78,9 @@ pub(crate) struct ClusterConfig {
     pub(crate) grace_period: Duration,
     pub(crate) max_frame: usize,
     pub(crate) max_in_flight: u32,
+    pub(crate) restart: RestartPolicy,
+    pub(crate) listen: Vec<String>,
+    pub(crate) explicit_ready: bool,
 }
 
 impl Default for Cluster {
@@ -56,7 +94,10 @@ impl Cluster {
     /// 5 s grace period, 8 MiB frames.
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let (commands, command_rx) = mpsc::unbounded_channel();
         Cluster {
+            commands,
+            command_rx: Arc::new(Mutex::new(Some(command_rx))),
             config: ClusterConfig {
                 workers: cores,
                 call_timeout: Duration::from_secs(3),
@@ -66,6 +107,9 @@ impl Cluster {
                 grace_period: Duration::from_secs(5),
                 max_frame: 8 << 20,
                 max_in_flight: 1024,
+                restart: RestartPolicy::default(),
+                listen: Vec::new(),
+                explicit_ready: false,
             },
         }
     }
@@ -114,11 +158,46 @@ impl Cluster {
         self
     }
 
+    /// How crashed processes are restarted, and when a crash loop stops the cluster. Default:
+    /// [`RestartPolicy::default`]; [`RestartPolicy::never`] stops at the first crash.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.config.restart = policy;
+        self
+    }
+
+    /// Binds a TCP listener on `addr` (`"127.0.0.1:8080"`; port 0 picks a free one) in the
+    /// master before any worker starts, and hands it to every worker:
+    /// [`Worker::listener`]. The kernel spreads connections over the workers; restarts and
+    /// reloads never close it. Call again for more listeners.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.config.listen.push(addr.into());
+        self
+    }
+
+    /// Workers report ready only when the application calls [`Worker::ready`] (after warming
+    /// caches, say), instead of as soon as their Agent is connected. The master's worker ready
+    /// timeout applies, and a rolling reload waits for it.
+    pub fn explicit_ready(mut self, explicit: bool) -> Self {
+        self.config.explicit_ready = explicit;
+        self
+    }
+
+    /// A handle to reload or stop the cluster from another thread of the master.
+    pub fn handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Plays this process's role.
     ///
     /// - In the master: starts and supervises the cluster; returns `Ok(())` when every worker
     ///   has finished with success or a stop signal (SIGTERM, SIGINT, SIGQUIT) stopped the
-    ///   cluster, and an error when a process failed.
+    ///   cluster, and an error when the start failed, a process failed with restarts off, or
+    ///   processes crashed in a loop. SIGHUP reloads the workers.
+    ///
+    ///   The children die with the thread that calls `run` (`PR_SET_PDEATHSIG`): call it from
+    ///   the main thread, or one that lives as long as the cluster.
     /// - In the Library and in workers: runs that role and **exits the process** with its exit
     ///   code; it never returns. `app` runs only in workers; an `Err` from it exits the worker
     ///   with code 1 after logging the error.
@@ -142,9 +221,12 @@ impl Cluster {
         let runtime = crate::logging::runtime(&span)
             .map_err(|e| ClusterError::io("cannot start the tokio runtime", e))?;
         let code = match role {
-            Role::Master => return runtime.block_on(crate::master::run(self.config)),
+            Role::Master => {
+                let commands = self.command_rx.lock().ok().and_then(|mut rx| rx.take());
+                return runtime.block_on(crate::master::run(self.config, commands));
+            }
             Role::Library(env) => runtime.block_on(crate::library::run(env)),
-            Role::Worker(env) => runtime.block_on(crate::worker::run(env, app)),
+            Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.config, app)),
         };
         drop(runtime);
         let _ = std::io::stdout().flush();

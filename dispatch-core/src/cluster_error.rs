@@ -60,6 +60,22 @@ pub enum ClusterError {
         /// How it ended, or why it could not start.
         status: String,
     },
+    /// Processes crashed faster than the restart policy allows: the cluster stopped.
+    #[error("crash loop: {crashes} crashes within {window:?} (the limit); the last: {last}")]
+    CrashLoop {
+        /// Crashes within the window.
+        crashes: usize,
+        /// The policy's window.
+        window: Duration,
+        /// The last crash, in words.
+        last: String,
+    },
+    /// The master was stopped by a signal before the cluster was ready.
+    #[error("received {signal} while starting: start aborted")]
+    Interrupted {
+        /// The signal's name.
+        signal: &'static str,
+    },
     /// An Agent could not complete its handshake with the Library.
     #[error("handshake with the library failed: {message}")]
     Handshake {

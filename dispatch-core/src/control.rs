@@ -21,6 +21,8 @@ pub(crate) enum ToChild {
     Init(ChildInit),
     /// Every process of the cluster is ready.
     ClusterReady,
+    /// The Library was restarted and is ready again: reconnect now.
+    LibraryRestarted,
     /// Stop: a worker lets its app drain, the Library closes its services.
     Shutdown,
 }
@@ -40,6 +42,8 @@ pub(crate) struct ChildInit {
     pub(crate) handshake_timeout_ms: u64,
     /// The Library's per-connection cap on calls in flight.
     pub(crate) max_in_flight: u32,
+    /// How long a worker may take to become ready, in milliseconds.
+    pub(crate) worker_ready_timeout_ms: u64,
 }
 
 /// Child → master.

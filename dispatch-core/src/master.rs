@@ -1,23 +1,33 @@
-//! The master: starts the Library, then the workers, supervises them, and stops everything in
-//! order. It runs no application code.
+//! The master: starts the Library, then the workers, supervises them (restarts with backoff,
+//! crash-loop limit, ready deadlines, rolling reload), and stops everything in order. It runs no
+//! application code.
+//!
+//! One task owns all state and reacts to four sources: child events (ready, failed, exited),
+//! signals, commands from a [`ClusterHandle`](crate::ClusterHandle), and timers.
 
 use crate::child::{describe, ChildEvent, ChildHandle};
-use crate::cluster::ClusterConfig;
+use crate::cluster::{ClusterConfig, Command};
 use crate::cluster_error::ClusterError;
 use crate::control::{ChildInit, ToChild, ToMaster};
+use crate::listeners::SharedListeners;
+use crate::restart::{CrashWindow, SlotCrashes};
 use crate::runtime_dir::{self, RuntimeDir};
+use crate::signals::{MasterSignal, MasterSignals};
 use crate::spawn::{spawn_child, ChildKind};
 use nix::sys::signal::Signal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The master's whole life.
-pub(crate) async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
+pub(crate) async fn run(
+    config: ClusterConfig,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+) -> Result<(), ClusterError> {
     let dir = RuntimeDir::create()?;
+    let listeners = SharedListeners::bind(&config.listen)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
@@ -25,11 +35,13 @@ pub(crate) async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
         call_timeout_ms: millis(config.call_timeout),
         handshake_timeout_ms: millis(config.handshake_timeout),
         max_in_flight: config.max_in_flight,
+        worker_ready_timeout_ms: millis(config.worker_ready_timeout),
     };
-    let mut master = Master::new(config, init, dir)?;
+    let mut master = Master::new(config, init, dir, listeners, commands)?;
     let result = master.supervise().await;
-    if let Err(e) = &result {
-        tracing::error!("cluster failed: {e}");
+    match &result {
+        Ok(()) => tracing::info!("cluster stopped"),
+        Err(e) => tracing::error!("cluster failed: {e}"),
     }
     result
 }
@@ -38,66 +50,114 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The signals that stop the cluster.
-struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    quit: tokio::signal::unix::Signal,
+/// What a process is to its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The slot's process.
+    Current,
+    /// Started by a rolling reload to take over the slot once ready.
+    Replacement,
+    /// Replaced by a reload and stopping.
+    Retiring,
 }
 
-impl StopSignals {
-    fn install() -> Result<Self, ClusterError> {
-        let install = |kind: SignalKind| {
-            signal(kind).map_err(|e| ClusterError::io("cannot install a signal handler", e))
-        };
-        Ok(StopSignals {
-            term: install(SignalKind::terminate())?,
-            int: install(SignalKind::interrupt())?,
-            quit: install(SignalKind::quit())?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-            _ = self.quit.recv() => "SIGQUIT",
-        }
-    }
+/// A live child process.
+#[derive(Debug)]
+struct Proc {
+    handle: ChildHandle,
+    part: Part,
+    started: Instant,
+    ready: bool,
+    /// Why it failed, as it said (or as the master decided) before it exited.
+    failure: Option<String>,
+    /// Killed for missing its ready deadline.
+    missed_ready: bool,
 }
 
-/// Where the supervisor's wait for a set of children ended.
-enum Outcome {
-    /// The awaited condition holds.
-    Done,
-    /// A stop signal arrived.
-    Signal(&'static str),
+/// A place in the cluster: the Library, or worker `i`.
+#[derive(Debug, Default)]
+struct Slot {
+    current: Option<u32>,
+    crashes: SlotCrashes,
+    /// A worker that exited 0 after its work: not restarted.
+    finished: bool,
+}
+
+/// Something the master does at a set time.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Start the slot's process again (after its backoff).
+    Restart(ChildKind),
+    /// Kill `pid` unless it is ready by now.
+    ReadyDeadline(u32),
+    /// Kill `pid` if it is still alive (end of a retiring worker's grace period).
+    Kill(u32),
+}
+
+/// A rolling reload in progress.
+#[derive(Debug)]
+struct Reload {
+    queue: VecDeque<u32>,
+    /// The worker being replaced now, and its replacement's pid.
+    step: Option<(u32, u32)>,
+    started: Instant,
+}
+
+/// What to do after handling one input.
+enum Flow {
+    Continue,
+    Stop(Result<(), ClusterError>),
 }
 
 struct Master {
     config: ClusterConfig,
     init: ChildInit,
     dir: RuntimeDir,
-    children: BTreeMap<u32, ChildHandle>,
-    /// Workers that exited 0.
-    finished: usize,
+    listeners: SharedListeners,
+    procs: HashMap<u32, Proc>,
+    library: Slot,
+    workers: Vec<Slot>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    crash_window: CrashWindow,
+    reload: Option<Reload>,
+    /// When the cluster became ready; `None` while starting.
+    ready_at: Option<Instant>,
+    started: Instant,
     events_tx: mpsc::UnboundedSender<ChildEvent>,
     events: mpsc::UnboundedReceiver<ChildEvent>,
-    signals: StopSignals,
+    signals: MasterSignals,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
 }
 
 impl Master {
-    fn new(config: ClusterConfig, init: ChildInit, dir: RuntimeDir) -> Result<Self, ClusterError> {
+    fn new(
+        config: ClusterConfig,
+        init: ChildInit,
+        dir: RuntimeDir,
+        listeners: SharedListeners,
+        commands: Option<mpsc::UnboundedReceiver<Command>>,
+    ) -> Result<Self, ClusterError> {
         let (events_tx, events) = mpsc::unbounded_channel();
+        let workers = (0..config.workers).map(|_| Slot::default()).collect();
         Ok(Master {
             config,
             init,
             dir,
-            children: BTreeMap::new(),
-            finished: 0,
+            listeners,
+            procs: HashMap::new(),
+            library: Slot::default(),
+            workers,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            crash_window: CrashWindow::default(),
+            reload: None,
+            ready_at: None,
+            started: Instant::now(),
             events_tx,
             events,
-            signals: StopSignals::install()?,
+            signals: MasterSignals::install()?,
+            commands,
         })
     }
 
@@ -107,186 +167,373 @@ impl Master {
             "master starting a library and {} workers",
             self.config.workers
         );
-        let started = Instant::now();
-        if let Err(e) = self.start().await {
-            self.stop_all().await;
-            return Err(e);
-        }
-        for child in self.children.values() {
-            child.send(ToChild::ClusterReady);
-        }
-        tracing::info!(
-            "cluster ready in {:?}: library and {} workers",
-            started.elapsed(),
-            self.config.workers
-        );
-        let result = self.run_until_done().await;
+        let result = match self.spawn(ChildKind::Library, Part::Current) {
+            Ok(_) => self.event_loop().await,
+            Err(e) => Err(e),
+        };
         self.stop_all().await;
-        if result.is_ok() {
-            tracing::info!("cluster stopped");
-        }
         result
     }
 
-    /// The start order: the Library, ready; then every worker, ready.
-    async fn start(&mut self) -> Result<(), ClusterError> {
-        let library = self.spawn(ChildKind::Library)?;
-        let deadline = Instant::now() + self.config.library_ready_timeout;
-        if let Outcome::Signal(sig) = self.await_ready(&[library], deadline).await? {
-            return Err(stopped_during_start(sig));
-        }
-        let mut workers = Vec::with_capacity(self.config.workers);
-        for id in 0..self.config.workers {
-            workers.push(self.spawn(ChildKind::Worker(id as u32))?);
-        }
-        let deadline = Instant::now() + self.config.worker_ready_timeout;
-        if let Outcome::Signal(sig) = self.await_ready(&workers, deadline).await? {
-            return Err(stopped_during_start(sig));
-        }
-        Ok(())
-    }
-
-    fn spawn(&mut self, kind: ChildKind) -> Result<u32, ClusterError> {
-        let spawned = spawn_child(kind, self.dir.path())?;
-        let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
-        let pid = handle.pid;
-        tracing::info!(pid, "started the {}", kind.label());
-        handle.send(ToChild::Init(self.init.clone()));
-        self.children.insert(pid, handle);
-        Ok(pid)
-    }
-
-    /// Waits until every child of `pids` has reported ready. A child that fails, exits or misses
-    /// the deadline aborts the start.
-    async fn await_ready(
-        &mut self,
-        pids: &[u32],
-        deadline: Instant,
-    ) -> Result<Outcome, ClusterError> {
-        let mut waiting: Vec<u32> = pids.to_vec();
-        while !waiting.is_empty() {
-            let event = tokio::select! {
-                event = self.events.recv() => event,
-                sig = self.signals.recv() => return Ok(Outcome::Signal(sig)),
-                () = tokio::time::sleep_until(deadline) => {
-                    let pid = waiting[0];
-                    let kind = self.children.get(&pid).map_or(ChildKind::Library, |c| c.kind);
-                    return Err(not_ready(kind, pid, self.ready_timeout(kind)));
-                }
-            };
-            let Some(event) = event else {
-                return Err(ClusterError::Protocol {
-                    message: "the child event channel closed".into(),
-                });
-            };
-            match event {
-                ChildEvent::Message {
-                    kind,
-                    pid,
-                    msg: ToMaster::Ready { services },
-                } => {
-                    if kind == ChildKind::Library {
-                        tracing::info!(pid, "library ready, hosting {services}");
-                    } else {
-                        tracing::info!(pid, "{} ready", kind.label());
-                    }
-                    if let Some(child) = self.children.get_mut(&pid) {
-                        child.ready = true;
-                    }
-                    waiting.retain(|p| *p != pid);
-                }
-                ChildEvent::Message {
-                    kind,
-                    pid,
-                    msg: ToMaster::Failed { reason },
-                } => return Err(start_failed(kind, pid, reason)),
-                ChildEvent::Exited { kind, pid, status } => self.on_exit(kind, pid, status)?,
-            }
-        }
-        Ok(Outcome::Done)
-    }
-
-    fn ready_timeout(&self, kind: ChildKind) -> Duration {
-        match kind {
-            ChildKind::Library => self.config.library_ready_timeout,
-            ChildKind::Worker(_) => self.config.worker_ready_timeout,
-        }
-    }
-
-    /// Supervises the running cluster until every worker has finished (Ok), one failed (Err), or
-    /// a stop signal arrived (Ok).
-    async fn run_until_done(&mut self) -> Result<(), ClusterError> {
+    async fn event_loop(&mut self) -> Result<(), ClusterError> {
         loop {
-            if self.finished == self.config.workers {
-                tracing::info!("every worker finished");
-                return Ok(());
-            }
-            let event = tokio::select! {
-                event = self.events.recv() => event,
-                sig = self.signals.recv() => {
-                    tracing::info!("received {sig}: stopping the cluster");
-                    return Ok(());
-                }
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let flow = tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => Flow::Stop(Err(ClusterError::Protocol {
+                        message: "the child event channel closed".into(),
+                    })),
+                },
+                signal = self.signals.recv() => self.on_signal(signal),
+                command = next_command(&mut self.commands) => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.commands = None;
+                        Flow::Continue
+                    }
+                },
+                () = sleep_until(next_timer) => self.on_timers(),
             };
-            let Some(event) = event else {
-                return Ok(());
-            };
-            match event {
-                ChildEvent::Message { kind, pid, msg } => {
-                    tracing::debug!(pid, "{} says {msg:?}", kind.label());
-                }
-                ChildEvent::Exited { kind, pid, status } => self.on_exit(kind, pid, status)?,
+            if let Flow::Stop(result) = flow {
+                return result;
             }
         }
     }
 
-    /// Accounts for a child's exit: a ready worker that exited 0 has finished its work; any
-    /// other exit is a failure of the cluster.
-    fn on_exit(
-        &mut self,
-        kind: ChildKind,
-        pid: u32,
-        status: ExitStatus,
-    ) -> Result<(), ClusterError> {
-        let was_ready = self.children.remove(&pid).is_some_and(|c| c.ready);
-        let how = describe(status);
-        match kind {
-            ChildKind::Worker(id) if status.success() && was_ready => {
-                tracing::info!(pid, "worker {id} finished");
-                self.finished += 1;
-                Ok(())
+    // ---- inputs ---------------------------------------------------------------------------
+
+    fn on_event(&mut self, event: ChildEvent) -> Flow {
+        match event {
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Ready { services },
+                ..
+            } => self.on_ready(pid, &services),
+            ChildEvent::Message {
+                kind,
+                pid,
+                msg: ToMaster::Failed { reason },
+            } => {
+                tracing::error!(pid, "the {} could not start: {reason}", kind.label());
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.failure = Some(reason);
+                }
+                Flow::Continue
             }
-            ChildKind::Worker(worker_id) => {
-                let status = if was_ready {
-                    how
-                } else {
-                    format!("{how} before it was ready")
-                };
-                tracing::error!(pid, "worker {worker_id} {status}");
-                Err(ClusterError::WorkerFailed {
-                    worker_id,
-                    pid,
-                    status,
-                })
+            ChildEvent::Exited { pid, status, .. } => self.on_exit(pid, status),
+        }
+    }
+
+    fn on_signal(&mut self, signal: MasterSignal) -> Flow {
+        match signal {
+            MasterSignal::Stop(name) if self.ready_at.is_none() => {
+                tracing::info!("received {name} while starting: stopping");
+                Flow::Stop(Err(ClusterError::Interrupted { signal: name }))
             }
-            ChildKind::Library => {
-                tracing::error!(pid, "library {how}");
-                Err(ClusterError::LibraryExited { pid, status: how })
+            MasterSignal::Stop(name) => {
+                tracing::info!("received {name}: stopping the cluster");
+                Flow::Stop(Ok(()))
+            }
+            MasterSignal::Reload => {
+                tracing::info!("received SIGHUP: rolling reload");
+                self.start_reload();
+                Flow::Continue
             }
         }
     }
+
+    fn on_command(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Reload => {
+                tracing::info!("reload requested");
+                self.start_reload();
+                Flow::Continue
+            }
+            Command::Stop => {
+                tracing::info!("stop requested: stopping the cluster");
+                Flow::Stop(Ok(()))
+            }
+        }
+    }
+
+    fn on_timers(&mut self) -> Flow {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            let flow = match timer {
+                Timer::Restart(kind) => match self.spawn(kind, Part::Current) {
+                    Ok(_) => Flow::Continue,
+                    Err(e) => Flow::Stop(Err(e)),
+                },
+                Timer::ReadyDeadline(pid) => {
+                    self.enforce_ready_deadline(pid);
+                    Flow::Continue
+                }
+                Timer::Kill(pid) => {
+                    if let Some(p) = self.procs.get(&pid) {
+                        tracing::warn!(pid, "the {} did not stop in time: killing it", p.handle.kind.label());
+                        p.handle.signal(Signal::SIGKILL);
+                    }
+                    Flow::Continue
+                }
+            };
+            if let Flow::Stop(_) = flow {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    // ---- readiness ------------------------------------------------------------------------
+
+    fn on_ready(&mut self, pid: u32, services: &str) -> Flow {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Flow::Continue;
+        };
+        if p.ready {
+            return Flow::Continue;
+        }
+        p.ready = true;
+        let (kind, part, took) = (p.handle.kind, p.part, p.started.elapsed());
+        match kind {
+            ChildKind::Library => {
+                tracing::info!(pid, "library ready in {took:?}, hosting {services}");
+                if self.ready_at.is_none() {
+                    return self.start_workers();
+                }
+                tracing::info!(pid, "library restarted: telling the workers to reconnect");
+                self.send_to_workers(&ToChild::LibraryRestarted);
+            }
+            ChildKind::Worker(id) => {
+                tracing::info!(pid, "worker {id} ready in {took:?}");
+                if part == Part::Replacement {
+                    self.replacement_ready(id, pid);
+                }
+                if self.ready_at.is_some() {
+                    self.send(pid, ToChild::ClusterReady);
+                } else if self.workers.iter().all(|s| s.current.is_some_and(|p| self.is_ready(p))) {
+                    self.cluster_ready();
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn start_workers(&mut self) -> Flow {
+        for id in 0..self.workers.len() {
+            if let Err(e) = self.spawn(ChildKind::Worker(id as u32), Part::Current) {
+                return Flow::Stop(Err(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn cluster_ready(&mut self) {
+        self.ready_at = Some(Instant::now());
+        for p in self.procs.values() {
+            p.handle.send(ToChild::ClusterReady);
+        }
+        let addrs = self.listeners.addresses();
+        tracing::info!(
+            "cluster ready in {:?}: library and {} workers{}",
+            self.started.elapsed(),
+            self.workers.len(),
+            if addrs.is_empty() {
+                String::new()
+            } else {
+                format!(", listening on {}", addrs.join(", "))
+            }
+        );
+    }
+
+    fn enforce_ready_deadline(&mut self, pid: u32) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.ready {
+            return;
+        }
+        let kind = p.handle.kind;
+        let timeout = ready_timeout(&self.config, kind);
+        tracing::error!(pid, "the {} did not become ready within {timeout:?}: killing it", kind.label());
+        p.missed_ready = true;
+        p.failure = Some(format!("did not become ready within {timeout:?}"));
+        p.handle.signal(Signal::SIGKILL);
+    }
+
+    fn is_ready(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.ready)
+    }
+
+    // ---- exits ----------------------------------------------------------------------------
+
+    fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Flow {
+        let Some(p) = self.procs.remove(&pid) else {
+            return Flow::Continue;
+        };
+        let kind = p.handle.kind;
+        match p.part {
+            Part::Retiring => {
+                tracing::info!(pid, "the old {} stopped ({})", kind.label(), describe(status));
+                self.advance_reload();
+                Flow::Continue
+            }
+            Part::Replacement => {
+                let how = p.failure.unwrap_or_else(|| describe(status));
+                tracing::error!(pid, "reload aborted: the new {} {how}; the old one keeps serving", kind.label());
+                self.reload = None;
+                // If the old one died meanwhile, the slot still needs a process.
+                if let ChildKind::Worker(id) = kind {
+                    if self.workers[id as usize].current.is_none() {
+                        return self.crashed(kind, pid, p.started, &how);
+                    }
+                }
+                Flow::Continue
+            }
+            Part::Current => {
+                let slot = self.slot_mut(kind);
+                slot.current = None;
+                if matches!(kind, ChildKind::Worker(_)) && status.success() && p.ready {
+                    slot.finished = true;
+                    tracing::info!(pid, "{} finished", kind.label());
+                    if self.workers.iter().all(|s| s.finished) {
+                        tracing::info!("every worker finished");
+                        return Flow::Stop(Ok(()));
+                    }
+                    return Flow::Continue;
+                }
+                let how = describe(status);
+                let how = match (&p.failure, p.ready) {
+                    (Some(reason), _) => format!("{how}: {reason}"),
+                    (None, false) => format!("{how} before it was ready"),
+                    (None, true) => how,
+                };
+                tracing::error!(pid, "the {} {how}", kind.label());
+                if self.ready_at.is_none() {
+                    return Flow::Stop(Err(start_error(&self.config, kind, pid, &p, how)));
+                }
+                self.crashed(kind, pid, p.started, &how)
+            }
+        }
+    }
+
+    /// A running slot's process crashed: restart it after its backoff, or stop the cluster if
+    /// restarts are off or this is a crash loop.
+    fn crashed(&mut self, kind: ChildKind, pid: u32, started: Instant, how: &str) -> Flow {
+        let policy = self.config.restart.clone();
+        if !policy.enabled {
+            return Flow::Stop(Err(failed(kind, pid, how.to_owned())));
+        }
+        if let Some(crashes) = self.crash_window.record(&policy, std::time::Instant::now()) {
+            return Flow::Stop(Err(ClusterError::CrashLoop {
+                crashes,
+                window: policy.crash_window,
+                last: format!("the {} (pid {pid}) {how}", kind.label()),
+            }));
+        }
+        // A reload is already starting this slot's next process.
+        if let (ChildKind::Worker(id), Some(Reload { step: Some((slot, _)), .. })) = (kind, &self.reload) {
+            if *slot == id {
+                return Flow::Continue;
+            }
+        }
+        let wait = self.slot_mut(kind).crashes.record(&policy, started.elapsed());
+        tracing::info!("restarting the {} in {wait:?}", kind.label());
+        self.schedule(wait, Timer::Restart(kind));
+        Flow::Continue
+    }
+
+    // ---- rolling reload -------------------------------------------------------------------
+
+    fn start_reload(&mut self) {
+        if self.ready_at.is_none() {
+            tracing::warn!("reload requested while the cluster is starting: ignored");
+            return;
+        }
+        if self.reload.is_some() {
+            tracing::info!("a reload is already in progress");
+            return;
+        }
+        let queue: VecDeque<u32> = (0..self.workers.len() as u32)
+            .filter(|id| !self.workers[*id as usize].finished)
+            .collect();
+        tracing::info!("rolling reload of {} workers, one at a time", queue.len());
+        self.reload = Some(Reload {
+            queue,
+            step: None,
+            started: Instant::now(),
+        });
+        self.advance_reload();
+    }
+
+    /// Starts the replacement of the next worker, or ends the reload.
+    fn advance_reload(&mut self) {
+        loop {
+            let Some(reload) = self.reload.as_mut() else {
+                return;
+            };
+            reload.step = None;
+            let Some(id) = reload.queue.pop_front() else {
+                tracing::info!("rolling reload complete in {:?}", reload.started.elapsed());
+                self.reload = None;
+                return;
+            };
+            let slot = &self.workers[id as usize];
+            if slot.finished || slot.current.is_none() {
+                continue;
+            }
+            match self.spawn(ChildKind::Worker(id), Part::Replacement) {
+                Ok(new) => {
+                    if let Some(reload) = self.reload.as_mut() {
+                        reload.step = Some((id, new));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("reload aborted: cannot start a new worker {id}: {e}");
+                    self.reload = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The replacement of worker `id` is ready: it takes the slot; the old one stops.
+    fn replacement_ready(&mut self, id: u32, new: u32) {
+        if let Some(p) = self.procs.get_mut(&new) {
+            p.part = Part::Current;
+        }
+        let old = self.workers[id as usize].current.replace(new);
+        let Some(old) = old else {
+            self.advance_reload();
+            return;
+        };
+        if let Some(p) = self.procs.get_mut(&old) {
+            p.part = Part::Retiring;
+            p.handle.send(ToChild::Shutdown);
+        }
+        tracing::info!("worker {id}: pid {new} took over, stopping pid {old}");
+        self.schedule(self.config.grace_period, Timer::Kill(old));
+    }
+
+    // ---- stopping -------------------------------------------------------------------------
 
     /// Stops every child: workers first (told to stop, killed after the grace period), then the
     /// Library (workers may call it while draining). A second stop signal kills at once.
     async fn stop_all(&mut self) {
+        self.timers.clear();
         let workers: Vec<u32> = self
-            .children
-            .values()
-            .filter(|c| c.kind != ChildKind::Library)
-            .map(|c| c.pid)
+            .procs
+            .iter()
+            .filter(|(_, p)| p.handle.kind != ChildKind::Library)
+            .map(|(pid, _)| *pid)
             .collect();
         self.stop(&workers).await;
-        let rest: Vec<u32> = self.children.keys().copied().collect();
+        let rest: Vec<u32> = self.procs.keys().copied().collect();
         self.stop(&rest).await;
     }
 
@@ -296,88 +543,151 @@ impl Master {
             return;
         }
         for pid in pids {
-            if let Some(child) = self.children.get(pid) {
-                child.send(ToChild::Shutdown);
-            }
+            self.send(*pid, ToChild::Shutdown);
         }
         let grace = Instant::now() + self.config.grace_period;
-        if let Outcome::Signal(sig) = self.await_exits(pids, Some(grace)).await {
-            tracing::warn!("received {sig} while stopping: killing at once");
+        if let Some(name) = self.await_exits(pids, Some(grace)).await {
+            tracing::warn!("received {name} while stopping: killing at once");
         }
         let left: Vec<u32> = pids
             .iter()
             .copied()
-            .filter(|p| self.children.contains_key(p))
+            .filter(|p| self.procs.contains_key(p))
             .collect();
         for pid in &left {
-            if let Some(child) = self.children.get(pid) {
-                tracing::warn!(
-                    pid,
-                    "the {} did not stop in time: killing it",
-                    child.kind.label()
-                );
-                child.signal(Signal::SIGKILL);
+            if let Some(p) = self.procs.get(pid) {
+                tracing::warn!(pid, "the {} did not stop in time: killing it", p.handle.kind.label());
+                p.handle.signal(Signal::SIGKILL);
             }
         }
         // SIGKILL cannot be ignored: the exits follow at once.
         let _ = self.await_exits(&left, None).await;
     }
 
-    /// Consumes events until none of `pids` is alive, a stop signal arrives (only while a
-    /// deadline is set), or the deadline passes.
-    async fn await_exits(&mut self, pids: &[u32], deadline: Option<Instant>) -> Outcome {
-        loop {
-            if !pids.iter().any(|p| self.children.contains_key(p)) {
-                return Outcome::Done;
-            }
-            let sleep = tokio::time::sleep_until(
-                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
-            );
+    /// Consumes events until none of `pids` is alive or the deadline passes. With a deadline, a
+    /// stop signal ends the wait early and is returned.
+    async fn await_exits(&mut self, pids: &[u32], deadline: Option<Instant>) -> Option<&'static str> {
+        while pids.iter().any(|p| self.procs.contains_key(p)) {
             let event = tokio::select! {
                 event = self.events.recv() => event,
-                sig = self.signals.recv(), if deadline.is_some() => return Outcome::Signal(sig),
-                () = sleep => return Outcome::Done,
+                signal = self.signals.recv(), if deadline.is_some() => match signal {
+                    MasterSignal::Stop(name) => return Some(name),
+                    MasterSignal::Reload => continue,
+                },
+                () = sleep_until(deadline) => return None,
             };
             match event {
                 Some(ChildEvent::Exited { kind, pid, status }) => {
-                    self.children.remove(&pid);
-                    if status.success() {
-                        tracing::info!(pid, "{} stopped", kind.label());
-                    } else {
-                        tracing::info!(pid, "{} stopped: {}", kind.label(), describe(status));
-                    }
+                    self.procs.remove(&pid);
+                    tracing::info!(pid, "the {} stopped ({})", kind.label(), describe(status));
                 }
                 Some(ChildEvent::Message { .. }) => {}
-                None => return Outcome::Done,
+                None => return None,
+            }
+        }
+        None
+    }
+
+    // ---- helpers --------------------------------------------------------------------------
+
+    fn spawn(&mut self, kind: ChildKind, part: Part) -> Result<u32, ClusterError> {
+        let listeners = self.listeners.raw_fds();
+        let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
+        let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
+        let pid = handle.pid;
+        tracing::info!(pid, "started the {}", kind.label());
+        handle.send(ToChild::Init(self.init.clone()));
+        self.procs.insert(
+            pid,
+            Proc {
+                handle,
+                part,
+                started: Instant::now(),
+                ready: false,
+                failure: None,
+                missed_ready: false,
+            },
+        );
+        if part == Part::Current {
+            self.slot_mut(kind).current = Some(pid);
+        }
+        self.schedule(ready_timeout(&self.config, kind), Timer::ReadyDeadline(pid));
+        Ok(pid)
+    }
+
+    fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((Instant::now() + after, self.timer_seq), timer);
+    }
+
+    fn slot_mut(&mut self, kind: ChildKind) -> &mut Slot {
+        match kind {
+            ChildKind::Library => &mut self.library,
+            ChildKind::Worker(id) => &mut self.workers[id as usize],
+        }
+    }
+
+    fn send(&self, pid: u32, msg: ToChild) {
+        if let Some(p) = self.procs.get(&pid) {
+            p.handle.send(msg);
+        }
+    }
+
+    fn send_to_workers(&self, msg: &ToChild) {
+        for p in self.procs.values() {
+            if p.handle.kind != ChildKind::Library {
+                p.handle.send(msg.clone());
             }
         }
     }
 }
 
-fn stopped_during_start(sig: &str) -> ClusterError {
-    ClusterError::Protocol {
-        message: format!("received {sig} while starting: start aborted"),
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-fn not_ready(kind: ChildKind, pid: u32, timeout: Duration) -> ClusterError {
+async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ready_timeout(config: &ClusterConfig, kind: ChildKind) -> Duration {
     match kind {
-        ChildKind::Library => ClusterError::LibraryNotReady { timeout },
-        ChildKind::Worker(worker_id) => ClusterError::WorkerNotReady {
+        ChildKind::Library => config.library_ready_timeout,
+        ChildKind::Worker(_) => config.worker_ready_timeout,
+    }
+}
+
+/// The error of a start aborted because `kind` failed.
+fn start_error(config: &ClusterConfig, kind: ChildKind, pid: u32, p: &Proc, how: String) -> ClusterError {
+    match (kind, p.missed_ready, &p.failure) {
+        (ChildKind::Library, true, _) => ClusterError::LibraryNotReady {
+            timeout: config.library_ready_timeout,
+        },
+        (ChildKind::Worker(worker_id), true, _) => ClusterError::WorkerNotReady {
             worker_id,
             pid,
-            timeout,
+            timeout: config.worker_ready_timeout,
         },
+        (ChildKind::Library, false, Some(reason)) => ClusterError::LibraryInit {
+            message: reason.clone(),
+        },
+        _ => failed(kind, pid, how),
     }
 }
 
-fn start_failed(kind: ChildKind, pid: u32, reason: String) -> ClusterError {
+fn failed(kind: ChildKind, pid: u32, status: String) -> ClusterError {
     match kind {
-        ChildKind::Library => ClusterError::LibraryInit { message: reason },
+        ChildKind::Library => ClusterError::LibraryExited { pid, status },
         ChildKind::Worker(worker_id) => ClusterError::WorkerFailed {
             worker_id,
             pid,
-            status: format!("could not start: {reason}"),
+            status,
         },
     }
 }

@@ -16,8 +16,13 @@ pub(crate) const ENV_CONTROL_FD: &str = "DISPATCH_CONTROL_FD";
 /// The master's pid, checked against the parent pid at start.
 pub(crate) const ENV_MASTER_PID: &str = "DISPATCH_MASTER_PID";
 
+/// How many shared listening sockets a worker inherits, from descriptor 4 up (workers only).
+pub(crate) const ENV_LISTEN_FDS: &str = "DISPATCH_LISTEN_FDS";
+
 /// The descriptor number a child finds its control socket at.
 pub(crate) const CONTROL_FD: RawFd = 3;
+/// The descriptor number of a worker's first shared listener.
+pub(crate) const LISTEN_FD_START: RawFd = 4;
 
 /// The role of this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,8 @@ pub(crate) struct ChildEnv {
     pub(crate) runtime_dir: PathBuf,
     pub(crate) control_fd: RawFd,
     pub(crate) master_pid: u32,
+    /// Shared listeners inherited from descriptor [`LISTEN_FD_START`] up.
+    pub(crate) listen_fds: usize,
 }
 
 impl Role {
@@ -51,6 +58,7 @@ impl Role {
             ENV_RUNTIME_DIR,
             ENV_CONTROL_FD,
             ENV_MASTER_PID,
+            ENV_LISTEN_FDS,
         ];
         let read = |name: &str| std::env::var(name).ok();
         let result = match role.as_deref() {
@@ -108,6 +116,9 @@ impl ChildEnv {
             })?,
             control_fd: number(&read, ENV_CONTROL_FD)?,
             master_pid: number(&read, ENV_MASTER_PID)?,
+            listen_fds: read(ENV_LISTEN_FDS)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         })
     }
 }

@@ -6,9 +6,9 @@
 //! descriptor in the child.
 
 use crate::cluster_error::ClusterError;
-use crate::role::{self, CONTROL_FD};
+use crate::role::{self, CONTROL_FD, LISTEN_FD_START};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -46,7 +46,14 @@ pub(crate) struct Spawned {
 ///
 /// Must be called from a thread that outlives the child: the parent-death signal fires when the
 /// *thread* that forked exits. The master calls it from the thread that runs the cluster.
-pub(crate) fn spawn_child(kind: ChildKind, runtime_dir: &Path) -> Result<Spawned, ClusterError> {
+///
+/// A worker also inherits `listeners` (descriptors the master keeps open, numbered from
+/// [`FD_FLOOR`] up) at descriptors 4, 5, …
+pub(crate) fn spawn_child(
+    kind: ChildKind,
+    runtime_dir: &Path,
+    listeners: &[RawFd],
+) -> Result<Spawned, ClusterError> {
     let label = kind.label();
     let (master_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
         ClusterError::io(
@@ -54,7 +61,15 @@ pub(crate) fn spawn_child(kind: ChildKind, runtime_dir: &Path) -> Result<Spawned
             e,
         )
     })?;
+    // Numbered above every target descriptor, so the dup2 calls in the child never overwrite
+    // a source they still need.
+    let child_end = dup_high(&child_end)
+        .map_err(|e| ClusterError::io(format!("cannot prepare the control socket of the {label}"), e))?;
     let child_fd = child_end.as_raw_fd();
+    let listeners: Vec<RawFd> = match kind {
+        ChildKind::Worker(_) => listeners.to_vec(),
+        ChildKind::Library => Vec::new(),
+    };
     let master_pid = nix::unistd::getpid().as_raw();
 
     let mut args = std::env::args_os();
@@ -75,13 +90,14 @@ pub(crate) fn spawn_child(kind: ChildKind, runtime_dir: &Path) -> Result<Spawned
         .env(role::ENV_CONTROL_FD, CONTROL_FD.to_string())
         .env(role::ENV_MASTER_PID, master_pid.to_string());
     if let ChildKind::Worker(id) = kind {
-        cmd.env(role::ENV_WORKER_ID, id.to_string());
+        cmd.env(role::ENV_WORKER_ID, id.to_string())
+            .env(role::ENV_LISTEN_FDS, listeners.len().to_string());
     }
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
     // calls (prctl, getppid, fcntl, dup2, signal); it allocates nothing and takes no lock.
     unsafe {
-        cmd.pre_exec(move || prepare_child(child_fd, master_pid));
+        cmd.pre_exec(move || prepare_child(child_fd, &listeners, master_pid));
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
@@ -105,7 +121,7 @@ pub(crate) fn spawn_child(kind: ChildKind, runtime_dir: &Path) -> Result<Spawned
 
 /// In the forked child, before exec.
 #[allow(unsafe_code)]
-fn prepare_child(child_fd: RawFd, master_pid: i32) -> io::Result<()> {
+fn prepare_child(child_fd: RawFd, listeners: &[RawFd], master_pid: i32) -> io::Result<()> {
     // SAFETY (whole function): plain libc calls on integers; all async-signal-safe.
     unsafe {
         // Die with the master (checked against the expected parent to close the race where
@@ -117,12 +133,14 @@ fn prepare_child(child_fd: RawFd, master_pid: i32) -> io::Result<()> {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         // The control socket at its fixed number; dup2 clears close-on-exec on the copy.
-        if child_fd == CONTROL_FD {
-            if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) != 0 {
+        // Every source is at FD_FLOOR or above, every target below it.
+        if libc::dup2(child_fd, CONTROL_FD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, fd) in listeners.iter().enumerate() {
+            if libc::dup2(*fd, LISTEN_FD_START + i as RawFd) < 0 {
                 return Err(io::Error::last_os_error());
             }
-        } else if libc::dup2(child_fd, CONTROL_FD) < 0 {
-            return Err(io::Error::last_os_error());
         }
         // Terminal signals (Ctrl-C, Ctrl-\) go to the whole process group; only the master
         // acts on them and stops the children in order.
@@ -130,6 +148,18 @@ fn prepare_child(child_fd: RawFd, master_pid: i32) -> io::Result<()> {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
     Ok(())
+}
+
+/// The lowest number of a descriptor the master hands down; the targets in the child (3, 4, …)
+/// are below it.
+pub(crate) const FD_FLOOR: RawFd = 64;
+
+/// A close-on-exec copy of `fd` numbered [`FD_FLOOR`] or above.
+pub(crate) fn dup_high(fd: &impl AsFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(FD_FLOOR))?;
+    #[allow(unsafe_code)]
+    // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// In a child: takes the inherited control socket, after checking that the master that set up
@@ -143,24 +173,30 @@ pub(crate) fn inherited_control(fd: RawFd, master_pid: u32) -> Result<UnixStream
             ),
         });
     }
+    let stream = std::os::unix::net::UnixStream::from(take_inherited_socket(fd, "control socket")?);
+    into_tokio(stream).map_err(|e| ClusterError::io("cannot register the control socket", e))
+}
+
+/// Takes ownership of inherited socket `fd` (checked to be an open socket) and marks it
+/// close-on-exec, so this process's own children do not inherit it.
+pub(crate) fn take_inherited_socket(fd: RawFd, what: &str) -> Result<OwnedFd, ClusterError> {
     let stat = nix::sys::stat::fstat(fd_ref(fd)?)
-        .map_err(|e| ClusterError::io(format!("descriptor {fd} is not open"), e.into()))?;
+        .map_err(|e| ClusterError::io(format!("the {what} (descriptor {fd}) is not open"), e.into()))?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(ClusterError::Protocol {
-            message: format!("descriptor {fd} is not the control socket"),
+            message: format!("descriptor {fd} is not the {what}"),
         });
     }
     #[allow(unsafe_code)]
     // SAFETY: the descriptor is open and is a socket (checked above); the master handed it to
     // this process and nothing else here owns it, so taking ownership once is sound.
-    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    // Our own child processes must not inherit it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     nix::fcntl::fcntl(
-        &stream,
+        &owned,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
-    .map_err(|e| ClusterError::io("cannot set close-on-exec on the control socket", e.into()))?;
-    into_tokio(stream).map_err(|e| ClusterError::io("cannot register the control socket", e))
+    .map_err(|e| ClusterError::io(format!("cannot set close-on-exec on the {what}"), e.into()))?;
+    Ok(owned)
 }
 
 fn fd_ref(fd: RawFd) -> Result<std::os::fd::BorrowedFd<'static>, ClusterError> {

@@ -1,25 +1,49 @@
 //! An app worker: connects its Agent, reports ready, runs the application's code.
 
 use crate::agent::{Agent, AgentConfig};
+use crate::cluster::ClusterConfig;
 use crate::cluster_error::ClusterError;
-use crate::control::{ControlChannel, ToChild, ToMaster};
+use crate::control::{ControlChannel, ControlReceiver, ToChild, ToMaster};
 use crate::role::ChildEnv;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-/// What the application's worker function is given: who this worker is, its Agent, and a
-/// signal for when to stop.
+/// What the application's worker function is given: who this worker is, its Agent, its shared
+/// listeners, and the signals for when the cluster is ready and when to stop.
 #[derive(Debug, Clone)]
 pub struct Worker {
     id: u32,
     agent: &'static Agent,
     stopping: watch::Receiver<bool>,
     cluster_ready: watch::Receiver<bool>,
+    listeners: Arc<Vec<std::net::TcpListener>>,
+    ready: Arc<ReadySignal>,
+}
+
+/// Reports this worker ready to the master, once.
+#[derive(Debug)]
+struct ReadySignal {
+    sent: AtomicBool,
+    outbox: mpsc::UnboundedSender<ToMaster>,
+}
+
+impl ReadySignal {
+    fn send(&self) {
+        if !self.sent.swap(true, Ordering::SeqCst) {
+            let _ = self.outbox.send(ToMaster::Ready {
+                services: String::new(),
+            });
+            tracing::info!("worker ready");
+        }
+    }
 }
 
 impl Worker {
-    /// This worker's id, from 0 to the number of workers − 1.
+    /// This worker's id, from 0 to the number of workers − 1. A restarted or reloaded worker
+    /// keeps the id of the one it replaces.
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -34,9 +58,47 @@ impl Worker {
         self.agent
     }
 
-    /// Resolves when the master asks this worker to stop (graceful shutdown): finish what is in
-    /// flight and return from the worker function. Workers still running after the grace period
-    /// are killed.
+    /// The first shared listener set with [`Cluster::listen`](crate::Cluster::listen), as a
+    /// tokio listener. Each call returns a new handle on the same socket.
+    ///
+    /// # Errors
+    /// When the cluster has no listener, or the descriptor cannot be duplicated.
+    pub fn listener(&self) -> Result<tokio::net::TcpListener, ClusterError> {
+        self.listeners()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClusterError::Protocol {
+                message: "this cluster has no listener: call Cluster::listen(addr)".into(),
+            })
+    }
+
+    /// Every shared listener, in the order of the `Cluster::listen` calls.
+    ///
+    /// # Errors
+    /// When a descriptor cannot be duplicated or registered with tokio.
+    pub fn listeners(&self) -> Result<Vec<tokio::net::TcpListener>, ClusterError> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let copy = l
+                    .try_clone()
+                    .map_err(|e| ClusterError::io("cannot duplicate a shared listener", e))?;
+                tokio::net::TcpListener::from_std(copy)
+                    .map_err(|e| ClusterError::io("cannot register a shared listener", e))
+            })
+            .collect()
+    }
+
+    /// Reports this worker ready. Needed only with
+    /// [`Cluster::explicit_ready`](crate::Cluster::explicit_ready); otherwise the worker was
+    /// reported ready when its Agent connected, and this does nothing.
+    pub fn ready(&self) {
+        self.ready.send();
+    }
+
+    /// Resolves when the master asks this worker to stop (graceful shutdown, or a rolling
+    /// reload replacing it): finish what is in flight and return from the worker function.
+    /// Workers still running after the grace period are killed.
     pub async fn shutdown(&self) {
         wait_true(self.stopping.clone()).await;
     }
@@ -61,27 +123,19 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 pub(crate) const EXIT_START_FAILED: i32 = 2;
 
 /// The worker's whole life; returns its exit code.
-pub(crate) async fn run<F, Fut, E>(env: ChildEnv, app: F) -> i32
+pub(crate) async fn run<F, Fut, E>(env: ChildEnv, config: &ClusterConfig, app: F) -> i32
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (worker, control) = match join(&env).await {
-        Ok(joined) => joined,
-        Err((e, control)) => {
+    let worker = match join(&env, config.explicit_ready).await {
+        Ok(worker) => worker,
+        Err(e) => {
             tracing::error!("worker could not start: {e}");
-            if let Some(mut control) = control {
-                let _ = control
-                    .send(&ToMaster::Failed {
-                        reason: e.to_string(),
-                    })
-                    .await;
-            }
             return EXIT_START_FAILED;
         }
     };
-    let _control_task = control;
     match app(worker).await {
         Ok(()) => {
             tracing::debug!("worker finished");
@@ -95,24 +149,29 @@ where
     }
 }
 
-type JoinError = (ClusterError, Option<ControlChannel>);
-
-/// Takes the control socket, connects the Agent, reports ready, and starts the task that turns
-/// the master's messages into the [`Worker`]'s signals.
-async fn join(env: &ChildEnv) -> Result<(Worker, tokio::task::JoinHandle<()>), JoinError> {
-    let stream =
-        crate::spawn::inherited_control(env.control_fd, env.master_pid).map_err(|e| (e, None))?;
+/// Takes the control socket and the listeners, connects the Agent, reports ready (unless the
+/// application does), and starts the tasks that carry the master's messages.
+async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterError> {
+    let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
+    let listeners = crate::listeners::inherited(env.listen_fds)?;
     let mut control = ControlChannel::new(stream);
-    let init = match control.recv::<ToChild>().await {
-        Ok(Some(ToChild::Init(init))) => init,
-        Ok(other) => {
-            let e = ClusterError::Protocol {
+    let init = match control.recv::<ToChild>().await? {
+        Some(ToChild::Init(init)) => init,
+        other => {
+            return Err(ClusterError::Protocol {
                 message: format!("expected the init message from the master, got {other:?}"),
-            };
-            return Err((e, Some(control)));
+            })
         }
-        Err(e) => return Err((e, Some(control))),
     };
+    let (mut sender, receiver) = control.split();
+    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ToMaster>();
+    tokio::spawn(async move {
+        while let Some(msg) = outbox_rx.recv().await {
+            if sender.send(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
     let config = AgentConfig {
         socket: init.library_socket.clone(),
         token: init.token.clone(),
@@ -121,47 +180,62 @@ async fn join(env: &ChildEnv) -> Result<(Worker, tokio::task::JoinHandle<()>), J
         call_timeout: Duration::from_millis(init.call_timeout_ms),
         handshake_timeout: Duration::from_millis(init.handshake_timeout_ms),
     };
-    let agent = match Agent::connect(&config).await {
+    let patience = Duration::from_millis(init.worker_ready_timeout_ms);
+    let agent = match Agent::connect_within(&config, patience).await {
         Ok(agent) => agent.install(),
-        Err(e) => return Err((e, Some(control))),
+        Err(e) => {
+            let _ = outbox.send(ToMaster::Failed {
+                reason: e.to_string(),
+            });
+            // Let the writer deliver the reason before the process exits.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Err(e);
+        }
     };
-    if let Err(e) = control
-        .send(&ToMaster::Ready {
-            services: String::new(),
-        })
-        .await
-    {
-        return Err((e, Some(control)));
-    }
     let (stopping_tx, stopping) = watch::channel(false);
     let (ready_tx, cluster_ready) = watch::channel(false);
-    let (_sender, mut receiver) = control.split();
-    let task = tokio::spawn(async move {
-        let _sender = _sender;
-        loop {
-            match receiver.recv::<ToChild>().await {
-                Ok(Some(ToChild::ClusterReady)) => {
-                    ready_tx.send_replace(true);
-                }
-                Ok(Some(ToChild::Shutdown)) => {
-                    tracing::info!("asked to stop");
-                    stopping_tx.send_replace(true);
-                }
-                Ok(Some(ToChild::Init(_))) => {}
-                Ok(None) | Err(_) => {
-                    // The master is gone (it would have killed us by PDEATHSIG if it died).
-                    tracing::error!("the master closed the control socket; exiting");
-                    std::process::exit(1);
-                }
-            }
-        }
+    tokio::spawn(follow_master(receiver, agent, stopping_tx, ready_tx));
+    let ready = Arc::new(ReadySignal {
+        sent: AtomicBool::new(false),
+        outbox,
     });
-    let worker = Worker {
+    if !explicit_ready {
+        ready.send();
+    }
+    Ok(Worker {
         id: env.worker_id,
         agent,
         stopping,
         cluster_ready,
-    };
-    tracing::info!("worker ready");
-    Ok((worker, task))
+        listeners: Arc::new(listeners),
+        ready,
+    })
+}
+
+/// Turns the master's messages into the worker's signals, for the worker's whole life.
+async fn follow_master(
+    mut receiver: ControlReceiver,
+    agent: &'static Agent,
+    stopping: watch::Sender<bool>,
+    cluster_ready: watch::Sender<bool>,
+) {
+    loop {
+        match receiver.recv::<ToChild>().await {
+            Ok(Some(ToChild::ClusterReady)) => {
+                cluster_ready.send_replace(true);
+            }
+            Ok(Some(ToChild::LibraryRestarted)) => agent.reconnect_now(),
+            Ok(Some(ToChild::Shutdown)) => {
+                tracing::info!("asked to stop");
+                stopping.send_replace(true);
+            }
+            Ok(Some(ToChild::Init(_))) => {}
+            Ok(None) | Err(_) => {
+                // The master is gone (PDEATHSIG kills us too if it died).
+                tracing::error!("the master closed the control socket; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
 }

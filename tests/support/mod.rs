@@ -4,9 +4,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Read;
+pub mod http;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The fixture binary, built by cargo for integration tests.
@@ -42,10 +48,29 @@ impl Run {
     }
 }
 
+/// Output collected while the cluster runs.
+type Shared = Arc<Mutex<String>>;
+
 /// A started cluster. Dropping it kills its whole process group.
 pub struct Cluster {
     child: Option<Child>,
     pgid: i32,
+    started: Instant,
+    stdout: Shared,
+    stderr: Shared,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut all) = into.lock() {
+                all.push_str(&line);
+                all.push('\n');
+            }
+        }
+    })
 }
 
 impl Cluster {
@@ -62,11 +87,20 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let child = cmd.spawn().expect("start the fixture master");
+        let mut child = cmd.spawn().expect("start the fixture master");
         let pgid = child.id() as i32;
+        let (stdout, stderr) = (Shared::default(), Shared::default());
+        let readers = vec![
+            collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout)),
+            collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr)),
+        ];
         Cluster {
             child: Some(child),
             pgid,
+            started: Instant::now(),
+            stdout,
+            stderr,
+            readers,
         }
     }
 
@@ -75,42 +109,89 @@ impl Cluster {
         self.pgid as u32
     }
 
-    /// Waits for the master to exit (at most `limit`), then checks that no process of the
-    /// cluster survived it.
+    /// What the cluster logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// What the cluster printed so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until stderr holds `needle` at least `count` times; panics after `limit`.
+    pub fn await_log(&self, needle: &str, count: usize, limit: Duration) {
+        self.await_output(needle, count, limit, true);
+    }
+
+    /// Waits until stdout holds `needle` at least `count` times; panics after `limit`.
+    pub fn await_stdout(&self, needle: &str, count: usize, limit: Duration) {
+        self.await_output(needle, count, limit, false);
+    }
+
+    fn await_output(&self, needle: &str, count: usize, limit: Duration, stderr: bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = if stderr { self.stderr() } else { self.stdout() };
+            if text.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {limit:?} for {count}× {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address of the cluster's shared listener, from the master's log.
+    pub fn listen_addr(&self) -> String {
+        self.await_log("cluster ready", 1, Duration::from_secs(20));
+        let log = self.stderr();
+        log.split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_end_matches(',').to_owned())
+            .expect("the master logs its listener")
+    }
+
+    /// Sends `signal` to the master.
+    pub fn signal(&self, signal: Signal) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pgid), signal);
+    }
+
+    /// Waits for the master to exit (at most `limit` from now), then checks that no process of
+    /// the cluster survived it.
     pub fn wait(mut self, limit: Duration) -> Run {
-        let started = Instant::now();
+        let deadline = Instant::now() + limit;
         let mut child = self.child.take().expect("not yet waited");
-        let mut out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
-        let out_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
         let status = loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 break status;
             }
-            if started.elapsed() > limit {
+            if Instant::now() > deadline {
                 kill_group(self.pgid);
                 let _ = child.wait();
-                let stderr = err_reader.join().unwrap_or_default();
-                panic!("the cluster did not finish within {limit:?}; stderr:\n{stderr}");
+                panic!(
+                    "the cluster did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         };
-        let elapsed = started.elapsed();
+        let elapsed = self.started.elapsed();
         let survivors = survivors_after(self.pgid, Duration::from_secs(2));
         kill_group(self.pgid);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         let run = Run {
             status,
-            stdout: out_reader.join().unwrap_or_default(),
-            stderr: err_reader.join().unwrap_or_default(),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
             elapsed,
         };
         assert!(
@@ -119,6 +200,19 @@ impl Cluster {
             run.stderr
         );
         run
+    }
+
+    /// Kills the master with SIGKILL and returns how long it took until no process of the
+    /// cluster was left (`None` if some survived `limit`).
+    pub fn kill_master(mut self, limit: Duration) -> Option<Duration> {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let killed = Instant::now();
+        let gone = !survivors_after(self.pgid, limit);
+        let took = killed.elapsed();
+        kill_group(self.pgid);
+        gone.then_some(took)
     }
 }
 
@@ -137,35 +231,47 @@ pub fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
 }
 
 fn kill_group(pgid: i32) {
-    // SAFETY-free: a plain syscall through nix.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
 /// Whether any process of group `pgid` is still alive after `grace`.
 fn survivors_after(pgid: i32, grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
     loop {
-        let alive = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok();
-        if !alive {
+        if killpg(Pid::from_raw(pgid), None).is_err() {
             return false;
         }
         if Instant::now() > deadline {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// `key=value` fields of a result line.
+/// The value of `key=value` in a result line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
+/// A number field of a result line.
+pub fn number(line: &str, key: &str) -> f64 {
+    field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number `{key}` in {line:?}"))
+}
+
 /// The signal that ended a run, if any.
 pub fn signal_of(status: &ExitStatus) -> Option<i32> {
     status.signal()
+}
+
+/// A pid from a log line: the value of `pid=` after the first `needle`.
+pub fn pid_after(log: &str, needle: &str) -> Option<i32> {
+    let at = log.find(needle)?;
+    log[at..]
+        .lines()
+        .next()
+        .and_then(|line| field(line, "pid"))
+        .and_then(|p| p.parse().ok())
 }
