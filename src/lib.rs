@@ -52,8 +52,8 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::{
-    Agent, Cluster, ClusterError, ClusterHandle, Error, Manifest, ManifestMismatch,
-    RestartPolicy, ServiceClient, ServiceManifest, Worker,
+    Agent, Cluster, ClusterError, ClusterHandle, Error, Manifest, ManifestMismatch, RestartPolicy,
+    ServiceClient, ServiceManifest, Worker,
 };
 pub use dispatch_macros::library_service;
 pub use serde_bytes::ByteBuf;

@@ -20,9 +20,22 @@ fn a_crashed_worker_is_restarted_and_the_cluster_keeps_running() {
     let _ = std::fs::remove_file(&marker);
     run.assert_success();
     // The exit is logged with its code, and the restart is immediate the first time.
-    assert!(run.stderr.contains("the worker 1 exited with code 3"), "{}", run.stderr);
-    assert!(run.stderr.contains("restarting the worker 1 in 0ns"), "{}", run.stderr);
-    assert_eq!(run.stderr.matches("started the worker 1").count(), 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the worker 1 exited with code 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("restarting the worker 1 in 0ns"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("started the worker 1").count(),
+        2,
+        "{}",
+        run.stderr
+    );
     // Both workers drained on SIGTERM: the restarted one too.
     assert_eq!(run.lines("RESULT drained").len(), 2, "{}", run.stdout);
 }
@@ -58,7 +71,20 @@ fn a_crash_loop_stops_the_cluster_at_the_limit_and_says_why() {
         run.stderr
     );
     // Exactly the limit's restarts happened, with growing backoff: 0, 20 ms, 30 ms.
-    assert_eq!(run.stderr.matches("restarting the worker 1 in").count(), 3, "{}", run.stderr);
-    assert!(run.stderr.contains("restarting the worker 1 in 20ms"), "{}", run.stderr);
-    assert!(run.stderr.contains("restarting the worker 1 in 30ms"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("restarting the worker 1 in").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("restarting the worker 1 in 20ms"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("restarting the worker 1 in 30ms"),
+        "{}",
+        run.stderr
+    );
 }

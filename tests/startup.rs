@@ -75,18 +75,28 @@ fn a_library_that_misses_its_ready_timeout_aborts_the_start() {
     );
     assert!(!run.status.success());
     assert!(
-        run.stderr.contains("the library did not become ready within 300ms"),
+        run.stderr
+            .contains("the library did not become ready within 300ms"),
         "{}",
         run.stderr
     );
     assert!(!run.stderr.contains("started the worker"), "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(8),
+        "took {:?}",
+        run.elapsed
+    );
 }
 
 #[test]
 fn a_worker_that_never_becomes_ready_aborts_the_start() {
     let run = support::run(
-        &["never-ready", "--explicit-ready", "--worker-ready-timeout-ms", "400"],
+        &[
+            "never-ready",
+            "--explicit-ready",
+            "--worker-ready-timeout-ms",
+            "400",
+        ],
         &[],
         Duration::from_secs(20),
     );
@@ -108,9 +118,14 @@ fn a_worker_that_exits_before_ready_aborts_the_start() {
     );
     assert!(!run.status.success());
     assert!(
-        run.stderr.contains("exited with code 1 before it was ready"),
+        run.stderr
+            .contains("exited with code 1 before it was ready"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("giving up before ready"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("giving up before ready"),
+        "{}",
+        run.stderr
+    );
 }

@@ -304,13 +304,23 @@ async fn keep_connected(
 /// One connection attempt: connect, handshake, manifest check.
 async fn open_link(
     config: &AgentConfig,
-) -> Result<(tarpc::client::Channel<CallRequest, CallResponse>, Dispatch, Manifest), LinkError> {
+) -> Result<
+    (
+        tarpc::client::Channel<CallRequest, CallResponse>,
+        Dispatch,
+        Manifest,
+    ),
+    LinkError,
+> {
     let transient = LinkError::Transient;
     let stream = tokio::net::UnixStream::connect(&config.socket)
         .await
         .map_err(|e| {
             transient(ClusterError::io(
-                format!("cannot connect to the library at {}", config.socket.display()),
+                format!(
+                    "cannot connect to the library at {}",
+                    config.socket.display()
+                ),
                 e,
             ))
         })?;
@@ -354,7 +364,9 @@ async fn open_link(
     let manifest = match welcome {
         Welcome::Accepted(m) => m,
         Welcome::Refused(reason) => {
-            return Err(LinkError::Fatal(ClusterError::Handshake { message: reason }))
+            return Err(LinkError::Fatal(ClusterError::Handshake {
+                message: reason,
+            }))
         }
     };
     let local = Manifest::local();

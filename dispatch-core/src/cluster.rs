@@ -211,6 +211,9 @@ impl Cluster {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let role = Role::take_from_env()?;
+        if role != Role::Master {
+            crate::role::name_child_process();
+        }
         crate::logging::init();
         let worker_id = match &role {
             Role::Worker(env) => Some(env.worker_id),

@@ -50,6 +50,6 @@ pub use client::ServiceClient;
 pub use cluster::{Cluster, ClusterHandle};
 pub use cluster_error::ClusterError;
 pub use error::Error;
-pub use restart::RestartPolicy;
 pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
+pub use restart::RestartPolicy;
 pub use worker::Worker;

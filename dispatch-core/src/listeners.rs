@@ -22,8 +22,9 @@ impl SharedListeners {
             let local = listener
                 .local_addr()
                 .map_or_else(|_| addr.clone(), |a| a.to_string());
-            let fd = crate::spawn::dup_high(&listener)
-                .map_err(|e| ClusterError::io(format!("cannot prepare the listener on {addr}"), e))?;
+            let fd = crate::spawn::dup_high(&listener).map_err(|e| {
+                ClusterError::io(format!("cannot prepare the listener on {addr}"), e)
+            })?;
             tracing::info!("listening on {local}");
             sockets.push((local, fd));
         }

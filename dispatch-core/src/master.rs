@@ -275,7 +275,11 @@ impl Master {
                 }
                 Timer::Kill(pid) => {
                     if let Some(p) = self.procs.get(&pid) {
-                        tracing::warn!(pid, "the {} did not stop in time: killing it", p.handle.kind.label());
+                        tracing::warn!(
+                            pid,
+                            "the {} did not stop in time: killing it",
+                            p.handle.kind.label()
+                        );
                         p.handle.signal(Signal::SIGKILL);
                     }
                     Flow::Continue
@@ -315,7 +319,11 @@ impl Master {
                 }
                 if self.ready_at.is_some() {
                     self.send(pid, ToChild::ClusterReady);
-                } else if self.workers.iter().all(|s| s.current.is_some_and(|p| self.is_ready(p))) {
+                } else if self
+                    .workers
+                    .iter()
+                    .all(|s| s.current.is_some_and(|p| self.is_ready(p)))
+                {
                     self.cluster_ready();
                 }
             }
@@ -359,7 +367,11 @@ impl Master {
         }
         let kind = p.handle.kind;
         let timeout = ready_timeout(&self.config, kind);
-        tracing::error!(pid, "the {} did not become ready within {timeout:?}: killing it", kind.label());
+        tracing::error!(
+            pid,
+            "the {} did not become ready within {timeout:?}: killing it",
+            kind.label()
+        );
         p.missed_ready = true;
         p.failure = Some(format!("did not become ready within {timeout:?}"));
         p.handle.signal(Signal::SIGKILL);
@@ -378,13 +390,22 @@ impl Master {
         let kind = p.handle.kind;
         match p.part {
             Part::Retiring => {
-                tracing::info!(pid, "the old {} stopped ({})", kind.label(), describe(status));
+                tracing::info!(
+                    pid,
+                    "the old {} stopped ({})",
+                    kind.label(),
+                    describe(status)
+                );
                 self.advance_reload();
                 Flow::Continue
             }
             Part::Replacement => {
                 let how = p.failure.unwrap_or_else(|| describe(status));
-                tracing::error!(pid, "reload aborted: the new {} {how}; the old one keeps serving", kind.label());
+                tracing::error!(
+                    pid,
+                    "reload aborted: the new {} {how}; the old one keeps serving",
+                    kind.label()
+                );
                 self.reload = None;
                 // If the old one died meanwhile, the slot still needs a process.
                 if let ChildKind::Worker(id) = kind {
@@ -436,12 +457,22 @@ impl Master {
             }));
         }
         // A reload is already starting this slot's next process.
-        if let (ChildKind::Worker(id), Some(Reload { step: Some((slot, _)), .. })) = (kind, &self.reload) {
+        if let (
+            ChildKind::Worker(id),
+            Some(Reload {
+                step: Some((slot, _)),
+                ..
+            }),
+        ) = (kind, &self.reload)
+        {
             if *slot == id {
                 return Flow::Continue;
             }
         }
-        let wait = self.slot_mut(kind).crashes.record(&policy, started.elapsed());
+        let wait = self
+            .slot_mut(kind)
+            .crashes
+            .record(&policy, started.elapsed());
         tracing::info!("restarting the {} in {wait:?}", kind.label());
         self.schedule(wait, Timer::Restart(kind));
         Flow::Continue
@@ -556,7 +587,11 @@ impl Master {
             .collect();
         for pid in &left {
             if let Some(p) = self.procs.get(pid) {
-                tracing::warn!(pid, "the {} did not stop in time: killing it", p.handle.kind.label());
+                tracing::warn!(
+                    pid,
+                    "the {} did not stop in time: killing it",
+                    p.handle.kind.label()
+                );
                 p.handle.signal(Signal::SIGKILL);
             }
         }
@@ -566,7 +601,11 @@ impl Master {
 
     /// Consumes events until none of `pids` is alive or the deadline passes. With a deadline, a
     /// stop signal ends the wait early and is returned.
-    async fn await_exits(&mut self, pids: &[u32], deadline: Option<Instant>) -> Option<&'static str> {
+    async fn await_exits(
+        &mut self,
+        pids: &[u32],
+        deadline: Option<Instant>,
+    ) -> Option<&'static str> {
         while pids.iter().any(|p| self.procs.contains_key(p)) {
             let event = tokio::select! {
                 event = self.events.recv() => event,
@@ -617,7 +656,8 @@ impl Master {
 
     fn schedule(&mut self, after: Duration, timer: Timer) {
         self.timer_seq += 1;
-        self.timers.insert((Instant::now() + after, self.timer_seq), timer);
+        self.timers
+            .insert((Instant::now() + after, self.timer_seq), timer);
     }
 
     fn slot_mut(&mut self, kind: ChildKind) -> &mut Slot {
@@ -664,7 +704,13 @@ fn ready_timeout(config: &ClusterConfig, kind: ChildKind) -> Duration {
 }
 
 /// The error of a start aborted because `kind` failed.
-fn start_error(config: &ClusterConfig, kind: ChildKind, pid: u32, p: &Proc, how: String) -> ClusterError {
+fn start_error(
+    config: &ClusterConfig,
+    kind: ChildKind,
+    pid: u32,
+    p: &Proc,
+    how: String,
+) -> ClusterError {
     match (kind, p.missed_ready, &p.failure) {
         (ChildKind::Library, true, _) => ClusterError::LibraryNotReady {
             timeout: config.library_ready_timeout,

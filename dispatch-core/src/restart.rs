@@ -125,7 +125,10 @@ mod tests {
         let p = RestartPolicy::default();
         let mut slot = SlotCrashes::default();
         assert_eq!(slot.record(&p, Duration::from_secs(1)), Duration::ZERO);
-        assert_eq!(slot.record(&p, Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(
+            slot.record(&p, Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
         assert_eq!(slot.record(&p, Duration::from_secs(60)), Duration::ZERO);
     }
 

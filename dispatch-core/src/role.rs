@@ -93,6 +93,23 @@ impl Role {
     }
 }
 
+/// Gives a child the name of the binary in `ps` and `top` (the kernel would show `exe`, the
+/// name of the link it was started through).
+pub(crate) fn name_child_process() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let base = std::path::Path::new(&arg0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let truncated: String = base.chars().filter(|c| *c != '\0').take(15).collect();
+    if let Ok(name) = std::ffi::CString::new(truncated) {
+        // Best effort: a failure only leaves the name `exe`.
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+}
+
 impl ChildEnv {
     fn parse(read: impl Fn(&str) -> Option<String>) -> Result<ChildEnv, ClusterError> {
         fn number<T: std::str::FromStr>(

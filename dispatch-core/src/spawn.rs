@@ -63,8 +63,12 @@ pub(crate) fn spawn_child(
     })?;
     // Numbered above every target descriptor, so the dup2 calls in the child never overwrite
     // a source they still need.
-    let child_end = dup_high(&child_end)
-        .map_err(|e| ClusterError::io(format!("cannot prepare the control socket of the {label}"), e))?;
+    let child_end = dup_high(&child_end).map_err(|e| {
+        ClusterError::io(
+            format!("cannot prepare the control socket of the {label}"),
+            e,
+        )
+    })?;
     let child_fd = child_end.as_raw_fd();
     let listeners: Vec<RawFd> = match kind {
         ChildKind::Worker(_) => listeners.to_vec(),
@@ -180,8 +184,12 @@ pub(crate) fn inherited_control(fd: RawFd, master_pid: u32) -> Result<UnixStream
 /// Takes ownership of inherited socket `fd` (checked to be an open socket) and marks it
 /// close-on-exec, so this process's own children do not inherit it.
 pub(crate) fn take_inherited_socket(fd: RawFd, what: &str) -> Result<OwnedFd, ClusterError> {
-    let stat = nix::sys::stat::fstat(fd_ref(fd)?)
-        .map_err(|e| ClusterError::io(format!("the {what} (descriptor {fd}) is not open"), e.into()))?;
+    let stat = nix::sys::stat::fstat(fd_ref(fd)?).map_err(|e| {
+        ClusterError::io(
+            format!("the {what} (descriptor {fd}) is not open"),
+            e.into(),
+        )
+    })?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(ClusterError::Protocol {
             message: format!("descriptor {fd} is not the {what}"),

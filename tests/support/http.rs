@@ -14,7 +14,10 @@ pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
@@ -74,7 +77,8 @@ impl Load {
         let report = Arc::new(Mutex::new(Report::default()));
         let threads = (0..threads)
             .map(|_| {
-                let (addr, stop, report) = (addr.to_owned(), Arc::clone(&stop), Arc::clone(&report));
+                let (addr, stop, report) =
+                    (addr.to_owned(), Arc::clone(&stop), Arc::clone(&report));
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let (ok, detail) = match get(&addr, "/") {

@@ -234,11 +234,12 @@ fn kill_group(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-/// Whether any process of group `pgid` is still alive after `grace`.
+/// Whether any process of group `pgid` is still running after `grace`. Zombies do not count:
+/// they have exited and only wait for their new parent (this machine's init) to reap them.
 fn survivors_after(pgid: i32, grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
     loop {
-        if killpg(Pid::from_raw(pgid), None).is_err() {
+        if running_in_group(pgid).is_empty() {
             return false;
         }
         if Instant::now() > deadline {
@@ -246,6 +247,31 @@ fn survivors_after(pgid: i32, grace: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The pids of group `pgid` that have not exited, from `/proc/<pid>/stat`.
+pub fn running_in_group(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp …; comm may hold spaces, so split after its `)`.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields
+                .first()
+                .is_some_and(|state| *state != "Z" && *state != "X")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        })
+        .collect()
 }
 
 /// The value of `key=value` in a result line.
