@@ -127,3 +127,25 @@ fn a_replacement_that_never_becomes_ready_aborts_the_reload_and_the_old_worker_k
         "{answering:?} vs {originals:?}"
     );
 }
+
+#[test]
+fn the_cluster_handle_reloads_from_the_masters_own_code() {
+    let cluster = support::Cluster::start(
+        &[
+            "serve",
+            "--workers",
+            "2",
+            "--explicit-ready",
+            "--reload-after-ms",
+            "500",
+        ],
+        &[],
+    );
+    cluster.await_log("rolling reload complete", 1, Duration::from_secs(20));
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(20));
+    run.assert_success();
+    assert!(run.stderr.contains("reload requested"), "{}", run.stderr);
+    // Two original workers and two replacements drained: the old ones when replaced.
+    assert_eq!(run.lines("RESULT drained").len(), 4, "{}", run.stdout);
+}
