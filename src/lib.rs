@@ -52,8 +52,9 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::{
-    Agent, Cluster, ClusterError, ClusterHandle, Error, Manifest, ManifestMismatch, RestartPolicy,
-    ServiceClient, ServiceManifest, Worker,
+    events, Agent, Cluster, ClusterError, ClusterHandle, Error, Manifest, ManifestMismatch,
+    Members, MessageError, Messenger, Received, RestartPolicy, ServiceClient, ServiceManifest,
+    Subscription, Topic, Worker,
 };
 pub use dispatch_macros::library_service;
 pub use serde_bytes::ByteBuf;
@@ -63,5 +64,7 @@ pub use dispatch_core::__private;
 
 /// Everything an application needs: `use dispatch::prelude::*;`.
 pub mod prelude {
-    pub use crate::{library_service, Agent, Cluster, ClusterError, Error, Worker};
+    pub use crate::{
+        events, library_service, Agent, Cluster, ClusterError, Error, Messenger, Topic, Worker,
+    };
 }

@@ -81,6 +81,7 @@ pub(crate) struct ClusterConfig {
     pub(crate) restart: RestartPolicy,
     pub(crate) listen: Vec<String>,
     pub(crate) explicit_ready: bool,
+    pub(crate) message_queue_limit: usize,
 }
 
 impl Default for Cluster {
@@ -110,6 +111,7 @@ impl Cluster {
                 restart: RestartPolicy::default(),
                 listen: Vec::new(),
                 explicit_ready: false,
+                message_queue_limit: 10_000,
             },
         }
     }
@@ -179,6 +181,13 @@ impl Cluster {
     /// timeout applies, and a rolling reload waits for it.
     pub fn explicit_ready(mut self, explicit: bool) -> Self {
         self.config.explicit_ready = explicit;
+        self
+    }
+
+    /// How many messages the master holds for one process that is not ready (starting or
+    /// restarting) before it drops the oldest, with a warning. Default 10 000.
+    pub fn message_queue_limit(mut self, messages: usize) -> Self {
+        self.config.message_queue_limit = messages.max(1);
         self
     }
 

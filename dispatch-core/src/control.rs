@@ -3,16 +3,21 @@
 //! it; end-of-file on it means the other side is gone.
 
 use crate::cluster_error::ClusterError;
+use crate::topic::Members;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use std::path::PathBuf;
 use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// The largest control message.
-const MAX_CONTROL_FRAME: usize = 1 << 20;
+pub(crate) const MAX_CONTROL_FRAME: usize = 1 << 20;
+/// The largest message payload: a control frame less room for the envelope.
+pub(crate) const MAX_MESSAGE: usize = MAX_CONTROL_FRAME - 4096;
 
 /// Master → child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +30,55 @@ pub(crate) enum ToChild {
     LibraryRestarted,
     /// Stop: a worker lets its app drain, the Library closes its services.
     Shutdown,
+    /// A message for this process.
+    Deliver(Incoming),
+    /// The outcome of a send that asked for one.
+    Sent {
+        /// The send's sequence number.
+        seq: u64,
+        /// Why it could not be delivered, if it could not.
+        error: Option<String>,
+    },
+    /// The cluster's live processes changed.
+    Members(Members),
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Target {
+    /// The Library and every worker, the sender included.
+    Broadcast,
+    /// Every worker.
+    App,
+    /// The Library.
+    Library,
+    /// One worker, chosen by the master.
+    Random,
+    /// One process.
+    Pid(u32),
+}
+
+/// A message on its way to the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Outgoing {
+    /// Non-zero when the sender waits for a [`ToChild::Sent`] answer.
+    pub(crate) seq: u64,
+    pub(crate) target: Target,
+    pub(crate) topic: String,
+    pub(crate) payload: ByteBuf,
+    /// Kept by the master as the topic's latest value, replayed to processes that start later.
+    pub(crate) retain: bool,
+}
+
+/// A message delivered to a process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Incoming {
+    /// The sender's pid (0: the master itself).
+    pub(crate) from: u32,
+    pub(crate) topic: String,
+    pub(crate) payload: ByteBuf,
+    /// A retained value (possibly replayed).
+    pub(crate) retained: bool,
 }
 
 /// The cluster settings a child needs.
@@ -60,6 +114,8 @@ pub(crate) enum ToMaster {
         /// The reason, naming the service or step that failed.
         reason: String,
     },
+    /// A message to route.
+    Send(Outgoing),
 }
 
 type Framing = Framed<UnixStream, LengthDelimitedCodec>;
@@ -81,6 +137,7 @@ impl ControlChannel {
     }
 
     /// Sends one message.
+    #[cfg(test)]
     pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClusterError> {
         send(&mut self.framed, msg).await
     }
@@ -107,6 +164,54 @@ impl ControlSender {
     /// Sends one message.
     pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClusterError> {
         send(&mut self.sink, msg).await
+    }
+}
+
+/// A child's queue of messages to the master, written by one task in order; sending never
+/// blocks the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct ControlWriter {
+    tx: mpsc::UnboundedSender<Outbound>,
+}
+
+#[derive(Debug)]
+enum Outbound {
+    Message(ToMaster),
+    Flush(oneshot::Sender<()>),
+}
+
+impl ControlWriter {
+    /// Starts the task that writes to `sender`.
+    pub(crate) fn spawn(mut sender: ControlSender) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                match item {
+                    Outbound::Message(msg) => {
+                        if sender.send(&msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outbound::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        ControlWriter { tx }
+    }
+
+    /// Queues `msg`; `false` if the writer is gone.
+    pub(crate) fn send(&self, msg: ToMaster) -> bool {
+        self.tx.send(Outbound::Message(msg)).is_ok()
+    }
+
+    /// Resolves once everything queued before has been written.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Outbound::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! with its manifest, serves Agents until the master tells it to stop, then runs close hooks.
 
 use crate::cluster_error::ClusterError;
-use crate::control::{ControlChannel, ToChild, ToMaster};
+use crate::control::{ControlChannel, ControlWriter, ToChild, ToMaster};
+use crate::messenger::Messenger;
 use crate::role::ChildEnv;
 use crate::server::{self, ServeConfig};
 use crate::services::Services;
@@ -36,15 +37,18 @@ async fn serve(env: ChildEnv) -> Result<(), ClusterError> {
         }
     };
     let config = ServeConfig::from_init(&init);
+    let (sender, mut receiver) = control.split();
+    let outbox = ControlWriter::spawn(sender);
+    // Services may send messages from their init already.
+    let messenger = Messenger::install(outbox.clone());
     let services = match Services::start(crate::wire::payload_limit(config.max_frame)).await {
         Ok(s) => Arc::new(s),
         Err(reason) => {
             tracing::error!("{reason}");
-            control
-                .send(&ToMaster::Failed {
-                    reason: reason.clone(),
-                })
-                .await?;
+            outbox.send(ToMaster::Failed {
+                reason: reason.clone(),
+            });
+            outbox.flush().await;
             return Err(ClusterError::LibraryInit { message: reason });
         }
     };
@@ -54,14 +58,15 @@ async fn serve(env: ChildEnv) -> Result<(), ClusterError> {
         socket = %init.library_socket.display(),
         "library ready, hosting {summary}"
     );
-    control.send(&ToMaster::Ready { services: summary }).await?;
+    outbox.send(ToMaster::Ready { services: summary });
 
-    let (_sender, mut receiver) = control.split();
     let stop = async {
         loop {
             match receiver.recv::<ToChild>().await {
-                Ok(Some(ToChild::Shutdown)) => return "the master asked it to stop",
-                Ok(Some(_)) => continue,
+                Ok(Some(msg)) => match messenger.handle(msg) {
+                    Some(ToChild::Shutdown) => return "the master asked it to stop",
+                    _ => continue,
+                },
                 Ok(None) => return "the master is gone",
                 Err(_) => return "its control socket broke",
             }

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use tokio::net::UnixStream;
 
 /// Which child to start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ChildKind {
     /// The Library.
     Library,

@@ -3,13 +3,14 @@
 use crate::agent::{Agent, AgentConfig};
 use crate::cluster::ClusterConfig;
 use crate::cluster_error::ClusterError;
-use crate::control::{ControlChannel, ControlReceiver, ToChild, ToMaster};
+use crate::control::{ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster};
+use crate::messenger::Messenger;
 use crate::role::ChildEnv;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// What the application's worker function is given: who this worker is, its Agent, its shared
 /// listeners, and the signals for when the cluster is ready and when to stop.
@@ -27,13 +28,13 @@ pub struct Worker {
 #[derive(Debug)]
 struct ReadySignal {
     sent: AtomicBool,
-    outbox: mpsc::UnboundedSender<ToMaster>,
+    outbox: ControlWriter,
 }
 
 impl ReadySignal {
     fn send(&self) {
         if !self.sent.swap(true, Ordering::SeqCst) {
-            let _ = self.outbox.send(ToMaster::Ready {
+            self.outbox.send(ToMaster::Ready {
                 services: String::new(),
             });
             tracing::info!("worker ready");
@@ -51,6 +52,11 @@ impl Worker {
     /// This process's pid.
     pub fn pid(&self) -> u32 {
         std::process::id()
+    }
+
+    /// This process's messenger (the same as [`Messenger::get`]).
+    pub fn messenger(&self) -> &'static Messenger {
+        Messenger::get()
     }
 
     /// The Agent, connected to the Library (the same as [`Agent::get`]).
@@ -163,15 +169,9 @@ async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterErr
             })
         }
     };
-    let (mut sender, receiver) = control.split();
-    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ToMaster>();
-    tokio::spawn(async move {
-        while let Some(msg) = outbox_rx.recv().await {
-            if sender.send(&msg).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (sender, receiver) = control.split();
+    let outbox = ControlWriter::spawn(sender);
+    let messenger = Messenger::install(outbox.clone());
     let config = AgentConfig {
         socket: init.library_socket.clone(),
         token: init.token.clone(),
@@ -184,18 +184,22 @@ async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterErr
     let agent = match Agent::connect_within(&config, patience).await {
         Ok(agent) => agent.install(),
         Err(e) => {
-            let _ = outbox.send(ToMaster::Failed {
+            outbox.send(ToMaster::Failed {
                 reason: e.to_string(),
             });
-            // Let the writer deliver the reason before the process exits.
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            outbox.flush().await;
             return Err(e);
         }
     };
     let (stopping_tx, stopping) = watch::channel(false);
     let (ready_tx, cluster_ready) = watch::channel(false);
-    tokio::spawn(follow_master(receiver, agent, stopping_tx, ready_tx));
+    tokio::spawn(follow_master(
+        receiver,
+        agent,
+        messenger,
+        stopping_tx,
+        ready_tx,
+    ));
     let ready = Arc::new(ReadySignal {
         sent: AtomicBool::new(false),
         outbox,
@@ -217,20 +221,26 @@ async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterErr
 async fn follow_master(
     mut receiver: ControlReceiver,
     agent: &'static Agent,
+    messenger: &'static Messenger,
     stopping: watch::Sender<bool>,
     cluster_ready: watch::Sender<bool>,
 ) {
     loop {
-        match receiver.recv::<ToChild>().await {
-            Ok(Some(ToChild::ClusterReady)) => {
+        let msg = receiver
+            .recv::<ToChild>()
+            .await
+            .map(|m| m.map(|m| messenger.handle(m)));
+        match msg {
+            Ok(Some(None)) => {}
+            Ok(Some(Some(ToChild::ClusterReady))) => {
                 cluster_ready.send_replace(true);
             }
-            Ok(Some(ToChild::LibraryRestarted)) => agent.reconnect_now(),
-            Ok(Some(ToChild::Shutdown)) => {
+            Ok(Some(Some(ToChild::LibraryRestarted))) => agent.reconnect_now(),
+            Ok(Some(Some(ToChild::Shutdown))) => {
                 tracing::info!("asked to stop");
                 stopping.send_replace(true);
             }
-            Ok(Some(ToChild::Init(_))) => {}
+            Ok(Some(Some(_))) => {}
             Ok(None) | Err(_) => {
                 // The master is gone (PDEATHSIG kills us too if it died).
                 tracing::error!("the master closed the control socket; exiting");

@@ -5,16 +5,21 @@
 //! One task owns all state and reacts to four sources: child events (ready, failed, exited),
 //! signals, commands from a [`ClusterHandle`](crate::ClusterHandle), and timers.
 
+mod reload;
+mod routing;
+
 use crate::child::{describe, ChildEvent, ChildHandle};
 use crate::cluster::{ClusterConfig, Command};
 use crate::cluster_error::ClusterError;
-use crate::control::{ChildInit, ToChild, ToMaster};
+use crate::control::{ChildInit, Target, ToChild, ToMaster};
 use crate::listeners::SharedListeners;
 use crate::restart::{CrashWindow, SlotCrashes};
 use crate::runtime_dir::{self, RuntimeDir};
 use crate::signals::{MasterSignal, MasterSignals};
 use crate::spawn::{spawn_child, ChildKind};
+use crate::topic::events;
 use nix::sys::signal::Signal;
+use routing::Mailboxes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -121,6 +126,7 @@ struct Master {
     timer_seq: u64,
     crash_window: CrashWindow,
     reload: Option<Reload>,
+    mail: Mailboxes,
     /// When the cluster became ready; `None` while starting.
     ready_at: Option<Instant>,
     started: Instant,
@@ -140,6 +146,7 @@ impl Master {
     ) -> Result<Self, ClusterError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let workers = (0..config.workers).map(|_| Slot::default()).collect();
+        let mail = Mailboxes::new(config.message_queue_limit);
         Ok(Master {
             config,
             init,
@@ -152,6 +159,7 @@ impl Master {
             timer_seq: 0,
             crash_window: CrashWindow::default(),
             reload: None,
+            mail,
             ready_at: None,
             started: Instant::now(),
             events_tx,
@@ -221,7 +229,19 @@ impl Master {
                 }
                 Flow::Continue
             }
-            ChildEvent::Exited { pid, status, .. } => self.on_exit(pid, status),
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Send(out),
+                ..
+            } => {
+                self.route(pid, out);
+                Flow::Continue
+            }
+            ChildEvent::Exited { pid, status, .. } => {
+                let flow = self.on_exit(pid, status);
+                self.announce_members();
+                flow
+            }
         }
     }
 
@@ -306,25 +326,35 @@ impl Master {
         match kind {
             ChildKind::Library => {
                 tracing::info!(pid, "library ready in {took:?}, hosting {services}");
+                self.on_member_ready(pid, kind);
                 if self.ready_at.is_none() {
                     return self.start_workers();
                 }
                 tracing::info!(pid, "library restarted: telling the workers to reconnect");
                 self.send_to_workers(&ToChild::LibraryRestarted);
+                self.emit(
+                    Target::Broadcast,
+                    &events::LIBRARY_RESTARTED,
+                    &events::LibraryRestarted { pid },
+                );
             }
             ChildKind::Worker(id) => {
                 tracing::info!(pid, "worker {id} ready in {took:?}");
                 if part == Part::Replacement {
                     self.replacement_ready(id, pid);
                 }
+                if part == Part::Current || self.is_current(kind, pid) {
+                    self.on_member_ready(pid, kind);
+                }
+                self.emit(
+                    Target::Broadcast,
+                    &events::WORKER_STARTED,
+                    &events::WorkerStarted { worker_id: id, pid },
+                );
                 if self.ready_at.is_some() {
                     self.send(pid, ToChild::ClusterReady);
-                } else if self
-                    .workers
-                    .iter()
-                    .all(|s| s.current.is_some_and(|p| self.is_ready(p)))
-                {
-                    self.cluster_ready();
+                } else {
+                    self.maybe_cluster_ready();
                 }
             }
         }
@@ -340,11 +370,28 @@ impl Master {
         Flow::Continue
     }
 
+    /// The cluster is ready once every worker is ready, or already finished its work.
+    fn maybe_cluster_ready(&mut self) {
+        let all = self
+            .workers
+            .iter()
+            .all(|s| s.finished || s.current.is_some_and(|p| self.is_ready(p)));
+        if self.ready_at.is_none() && all {
+            self.cluster_ready();
+        }
+    }
+
     fn cluster_ready(&mut self) {
         self.ready_at = Some(Instant::now());
         for p in self.procs.values() {
             p.handle.send(ToChild::ClusterReady);
         }
+        let workers = self.workers.len() as u32;
+        self.emit(
+            Target::Broadcast,
+            &events::CLUSTER_READY,
+            &events::ClusterReady { workers },
+        );
         let addrs = self.listeners.addresses();
         tracing::info!(
             "cluster ready in {:?}: library and {} workers{}",
@@ -381,6 +428,13 @@ impl Master {
         self.procs.get(&pid).is_some_and(|p| p.ready)
     }
 
+    fn is_current(&self, kind: ChildKind, pid: u32) -> bool {
+        match kind {
+            ChildKind::Library => self.library.current == Some(pid),
+            ChildKind::Worker(id) => self.workers[id as usize].current == Some(pid),
+        }
+    }
+
     // ---- exits ----------------------------------------------------------------------------
 
     fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Flow {
@@ -388,6 +442,18 @@ impl Master {
             return Flow::Continue;
         };
         let kind = p.handle.kind;
+        if let (ChildKind::Worker(worker_id), true) = (kind, p.ready) {
+            let status = describe(status);
+            self.emit(
+                Target::Broadcast,
+                &events::WORKER_EXITED,
+                &events::WorkerExited {
+                    worker_id,
+                    pid,
+                    status,
+                },
+            );
+        }
         match p.part {
             Part::Retiring => {
                 tracing::info!(
@@ -421,6 +487,7 @@ impl Master {
                 if matches!(kind, ChildKind::Worker(_)) && status.success() && p.ready {
                     slot.finished = true;
                     tracing::info!(pid, "{} finished", kind.label());
+                    self.maybe_cluster_ready();
                     if self.workers.iter().all(|s| s.finished) {
                         tracing::info!("every worker finished");
                         return Flow::Stop(Ok(()));
@@ -476,79 +543,6 @@ impl Master {
         tracing::info!("restarting the {} in {wait:?}", kind.label());
         self.schedule(wait, Timer::Restart(kind));
         Flow::Continue
-    }
-
-    // ---- rolling reload -------------------------------------------------------------------
-
-    fn start_reload(&mut self) {
-        if self.ready_at.is_none() {
-            tracing::warn!("reload requested while the cluster is starting: ignored");
-            return;
-        }
-        if self.reload.is_some() {
-            tracing::info!("a reload is already in progress");
-            return;
-        }
-        let queue: VecDeque<u32> = (0..self.workers.len() as u32)
-            .filter(|id| !self.workers[*id as usize].finished)
-            .collect();
-        tracing::info!("rolling reload of {} workers, one at a time", queue.len());
-        self.reload = Some(Reload {
-            queue,
-            step: None,
-            started: Instant::now(),
-        });
-        self.advance_reload();
-    }
-
-    /// Starts the replacement of the next worker, or ends the reload.
-    fn advance_reload(&mut self) {
-        loop {
-            let Some(reload) = self.reload.as_mut() else {
-                return;
-            };
-            reload.step = None;
-            let Some(id) = reload.queue.pop_front() else {
-                tracing::info!("rolling reload complete in {:?}", reload.started.elapsed());
-                self.reload = None;
-                return;
-            };
-            let slot = &self.workers[id as usize];
-            if slot.finished || slot.current.is_none() {
-                continue;
-            }
-            match self.spawn(ChildKind::Worker(id), Part::Replacement) {
-                Ok(new) => {
-                    if let Some(reload) = self.reload.as_mut() {
-                        reload.step = Some((id, new));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!("reload aborted: cannot start a new worker {id}: {e}");
-                    self.reload = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The replacement of worker `id` is ready: it takes the slot; the old one stops.
-    fn replacement_ready(&mut self, id: u32, new: u32) {
-        if let Some(p) = self.procs.get_mut(&new) {
-            p.part = Part::Current;
-        }
-        let old = self.workers[id as usize].current.replace(new);
-        let Some(old) = old else {
-            self.advance_reload();
-            return;
-        };
-        if let Some(p) = self.procs.get_mut(&old) {
-            p.part = Part::Retiring;
-            p.handle.send(ToChild::Shutdown);
-        }
-        tracing::info!("worker {id}: pid {new} took over, stopping pid {old}");
-        self.schedule(self.config.grace_period, Timer::Kill(old));
     }
 
     // ---- stopping -------------------------------------------------------------------------

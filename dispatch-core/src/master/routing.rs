@@ -1,0 +1,220 @@
+//! Message routing in the master: targets resolved to slots (the Library, worker `i`), each
+//! slot with a bounded mailbox that holds messages while its process starts or restarts,
+//! retained values replayed to workers that start later, the membership list, and the
+//! cluster's lifecycle events.
+//!
+//! Order per sender and receiver holds: a sender's messages arrive in order on its control
+//! socket, the master handles them one at a time, and a mailbox is emptied, in order, before
+//! anything newer reaches its process.
+
+use super::Master;
+use crate::control::{Incoming, Outgoing, Target, ToChild};
+use crate::spawn::ChildKind;
+use crate::topic::{Members, Topic};
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// The master's message state.
+#[derive(Debug)]
+pub(super) struct Mailboxes {
+    queues: HashMap<ChildKind, VecDeque<Incoming>>,
+    retained: BTreeMap<String, Incoming>,
+    limit: usize,
+    dropped: u64,
+    rng: u64,
+}
+
+impl Mailboxes {
+    pub(super) fn new(limit: usize) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        Mailboxes {
+            queues: HashMap::new(),
+            retained: BTreeMap::new(),
+            limit: limit.max(1),
+            dropped: 0,
+            rng: seed | 1,
+        }
+    }
+
+    /// A xorshift step: a uniform choice among `n` (n > 0).
+    fn pick(&mut self, n: usize) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % n as u64) as usize
+    }
+}
+
+impl Master {
+    /// Routes a message sent by process `from`.
+    pub(super) fn route(&mut self, from: u32, out: Outgoing) {
+        let Outgoing {
+            seq,
+            target,
+            topic,
+            payload,
+            retain,
+        } = out;
+        let msg = Incoming {
+            from,
+            topic,
+            payload,
+            retained: retain,
+        };
+        if retain {
+            self.mail.retained.insert(msg.topic.clone(), msg.clone());
+        }
+        let result = self.deliver_to(target, msg);
+        if seq != 0 {
+            self.send(
+                from,
+                ToChild::Sent {
+                    seq,
+                    error: result.err(),
+                },
+            );
+        } else if let Err(e) = result {
+            tracing::warn!(from, "a message was not delivered: {e}");
+        }
+    }
+
+    /// A message from the master itself (pid 0): the lifecycle events.
+    pub(super) fn emit<T: Serialize>(&mut self, target: Target, topic: &Topic<T>, value: &T) {
+        match crate::codec::encode(value) {
+            Ok(payload) => {
+                let msg = Incoming {
+                    from: 0,
+                    topic: topic.name().to_owned(),
+                    payload: ByteBuf::from(payload),
+                    retained: false,
+                };
+                let _ = self.deliver_to(target, msg);
+            }
+            Err(e) => tracing::error!("cannot encode the {} event: {e}", topic.name()),
+        }
+    }
+
+    fn deliver_to(&mut self, target: Target, msg: Incoming) -> Result<(), String> {
+        let workers: Vec<ChildKind> = (0..self.workers.len() as u32)
+            .filter(|id| !self.workers[*id as usize].finished)
+            .map(ChildKind::Worker)
+            .collect();
+        match target {
+            Target::Broadcast => {
+                self.deliver(ChildKind::Library, msg.clone());
+                for w in workers {
+                    self.deliver(w, msg.clone());
+                }
+            }
+            Target::App => {
+                for w in workers {
+                    self.deliver(w, msg.clone());
+                }
+            }
+            Target::Library => self.deliver(ChildKind::Library, msg),
+            Target::Random => {
+                if workers.is_empty() {
+                    return Err("no worker is running".into());
+                }
+                let chosen = workers[self.mail.pick(workers.len())];
+                self.deliver(chosen, msg);
+            }
+            Target::Pid(pid) => {
+                let Some(p) = self.procs.get(&pid) else {
+                    return Err(format!("no process of the cluster has pid {pid}"));
+                };
+                if p.ready {
+                    self.send(pid, ToChild::Deliver(msg));
+                } else {
+                    // Not ready yet: it gets its slot's mailbox when it is.
+                    let kind = p.handle.kind;
+                    self.enqueue(kind, msg);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// To the slot's process if it is ready and nothing waits before this message; else into
+    /// the slot's mailbox.
+    fn deliver(&mut self, slot: ChildKind, msg: Incoming) {
+        let current = match slot {
+            ChildKind::Library => self.library.current,
+            ChildKind::Worker(id) => self.workers[id as usize].current,
+        };
+        let queue_empty = self.mail.queues.get(&slot).is_none_or(VecDeque::is_empty);
+        match current {
+            Some(pid) if queue_empty && self.is_ready(pid) => self.send(pid, ToChild::Deliver(msg)),
+            _ => self.enqueue(slot, msg),
+        }
+    }
+
+    fn enqueue(&mut self, slot: ChildKind, msg: Incoming) {
+        let limit = self.mail.limit;
+        let queue = self.mail.queues.entry(slot).or_default();
+        if queue.len() >= limit {
+            queue.pop_front();
+            self.mail.dropped += 1;
+            let dropped = self.mail.dropped;
+            if dropped == 1 || dropped.is_power_of_two() {
+                tracing::warn!(
+                    "the {}'s mailbox is full ({limit} messages waiting while it is not ready): \
+                     dropped the oldest ({dropped} dropped so far)",
+                    slot.label()
+                );
+            }
+        }
+        queue.push_back(msg);
+    }
+
+    /// A process just became ready (or took over its slot): the membership, the retained
+    /// values it has not got queued, then its slot's mailbox, in order.
+    pub(super) fn on_member_ready(&mut self, pid: u32, slot: ChildKind) {
+        self.announce_members();
+        let queued = self.mail.queues.remove(&slot).unwrap_or_default();
+        if matches!(slot, ChildKind::Worker(_)) {
+            let replay: Vec<Incoming> = self
+                .mail
+                .retained
+                .values()
+                .filter(|r| !queued.iter().any(|q| q.retained && q.topic == r.topic))
+                .cloned()
+                .collect();
+            for msg in replay {
+                self.send(pid, ToChild::Deliver(msg));
+            }
+        }
+        for msg in queued {
+            self.send(pid, ToChild::Deliver(msg));
+        }
+    }
+
+    /// Tells every ready process the current membership.
+    pub(super) fn announce_members(&mut self) {
+        let members = self.members();
+        for p in self.procs.values() {
+            if p.ready {
+                p.handle.send(ToChild::Members(members.clone()));
+            }
+        }
+    }
+
+    /// The Library and the ready workers.
+    fn members(&self) -> Members {
+        let library = self.library.current.filter(|pid| self.is_ready(*pid));
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, slot)| {
+                slot.current
+                    .filter(|pid| self.is_ready(*pid))
+                    .map(|pid| (id as u32, pid))
+            })
+            .collect();
+        Members { library, workers }
+    }
+}
