@@ -5,6 +5,8 @@ use crate::cluster_error::ClusterError;
 use crate::restart::RestartPolicy;
 use crate::role::Role;
 use crate::worker::Worker;
+use futures::future::BoxFuture;
+use std::fmt;
 use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,35 @@ impl ClusterHandle {
     }
 }
 
+/// A setup step run in a child before it reports ready; its error aborts that child's start.
+#[derive(Clone)]
+pub(crate) struct Setup(Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>);
+
+impl Setup {
+    fn new<F, Fut, E>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        Setup(Arc::new(move || {
+            let fut = f();
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        }))
+    }
+
+    /// Runs the step.
+    pub(crate) async fn run(&self) -> Result<(), String> {
+        (self.0)().await
+    }
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Setup")
+    }
+}
+
 /// The settings the master starts the cluster with.
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterConfig {
@@ -82,6 +113,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) listen: Vec<String>,
     pub(crate) explicit_ready: bool,
     pub(crate) message_queue_limit: usize,
+    pub(crate) library_setup: Vec<Setup>,
+    pub(crate) worker_setup: Vec<Setup>,
 }
 
 impl Default for Cluster {
@@ -112,6 +145,8 @@ impl Cluster {
                 listen: Vec::new(),
                 explicit_ready: false,
                 message_queue_limit: 10_000,
+                library_setup: Vec::new(),
+                worker_setup: Vec::new(),
             },
         }
     }
@@ -191,6 +226,32 @@ impl Cluster {
         self
     }
 
+    /// Runs `setup` in the Library before its services are constructed (with the messenger
+    /// available): connect to an upstream, publish a first value. Its error aborts the
+    /// Library's start (and so the cluster's) with that message.
+    pub fn library_setup<F, Fut, E>(mut self, setup: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        self.config.library_setup.push(Setup::new(setup));
+        self
+    }
+
+    /// Runs `setup` in every worker after its Agent is connected and before the worker reports
+    /// ready and its application code runs: wait for a published value, warm a cache. Its
+    /// error fails the worker's start.
+    pub fn worker_setup<F, Fut, E>(mut self, setup: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        self.config.worker_setup.push(Setup::new(setup));
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle {
@@ -237,7 +298,7 @@ impl Cluster {
                 let commands = self.command_rx.lock().ok().and_then(|mut rx| rx.take());
                 return runtime.block_on(crate::master::run(self.config, commands));
             }
-            Role::Library(env) => runtime.block_on(crate::library::run(env)),
+            Role::Library(env) => runtime.block_on(crate::library::run(env, &self.config)),
             Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.config, app)),
         };
         drop(runtime);

@@ -77,8 +77,9 @@ pub(crate) struct Incoming {
     pub(crate) from: u32,
     pub(crate) topic: String,
     pub(crate) payload: ByteBuf,
-    /// A retained value (possibly replayed).
-    pub(crate) retained: bool,
+    /// The version of a published (retained) value, numbered by the master per topic from 1;
+    /// 0 for an ordinary message.
+    pub(crate) version: u64,
 }
 
 /// The cluster settings a child needs.

@@ -1,6 +1,7 @@
 //! The Library process: constructs every service once, listens on the data socket, reports ready
 //! with its manifest, serves Agents until the master tells it to stop, then runs close hooks.
 
+use crate::cluster::ClusterConfig;
 use crate::cluster_error::ClusterError;
 use crate::control::{ControlChannel, ControlWriter, ToChild, ToMaster};
 use crate::messenger::Messenger;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 pub(crate) const EXIT_INIT_FAILED: i32 = 2;
 
 /// The Library's whole life; returns its exit code.
-pub(crate) async fn run(env: ChildEnv) -> i32 {
-    match serve(env).await {
+pub(crate) async fn run(env: ChildEnv, cluster: &ClusterConfig) -> i32 {
+    match serve(env, cluster).await {
         Ok(()) => 0,
         Err(ClusterError::LibraryInit { .. }) => EXIT_INIT_FAILED,
         Err(e) => {
@@ -25,7 +26,7 @@ pub(crate) async fn run(env: ChildEnv) -> i32 {
     }
 }
 
-async fn serve(env: ChildEnv) -> Result<(), ClusterError> {
+async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterError> {
     let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
     let mut control = ControlChannel::new(stream);
     let init = match control.recv::<ToChild>().await? {
@@ -41,7 +42,16 @@ async fn serve(env: ChildEnv) -> Result<(), ClusterError> {
     let outbox = ControlWriter::spawn(sender);
     // Services may send messages from their init already.
     let messenger = Messenger::install(outbox.clone());
-    let services = match Services::start(crate::wire::payload_limit(config.max_frame)).await {
+    let started = async {
+        for setup in &cluster.library_setup {
+            setup
+                .run()
+                .await
+                .map_err(|e| format!("library setup failed: {e}"))?;
+        }
+        Services::start(crate::wire::payload_limit(config.max_frame)).await
+    };
+    let services = match started.await {
         Ok(s) => Arc::new(s),
         Err(reason) => {
             tracing::error!("{reason}");

@@ -71,6 +71,7 @@ pub enum MessageError {
 #[derive(Debug)]
 struct Delivery {
     from: u32,
+    version: u64,
     payload: ByteBuf,
 }
 
@@ -100,6 +101,9 @@ pub struct Messenger {
 pub struct Received<T> {
     /// The sender's pid (0: the master, for lifecycle events).
     pub from: u32,
+    /// For a published value, its version: numbered by the master per topic from 1, so it keeps
+    /// growing across Library restarts. 0 for an ordinary message.
+    pub version: u64,
     /// The value.
     pub value: T,
 }
@@ -242,11 +246,16 @@ impl Messenger {
         self.subscription(topic, true)
     }
 
-    /// The topic's latest published value, if one has arrived.
-    pub fn latest<T: DeserializeOwned>(&self, topic: &Topic<T>) -> Option<T> {
+    /// The topic's latest published value and its version, if one has arrived.
+    pub fn latest<T: DeserializeOwned>(&self, topic: &Topic<T>) -> Option<Received<T>> {
         let topics = lock(&self.topics);
         let delivery = topics.get(topic.name())?.latest.as_ref()?;
-        crate::codec::decode(&delivery.payload).ok()
+        let value = crate::codec::decode(&delivery.payload).ok()?;
+        Some(Received {
+            from: delivery.from,
+            version: delivery.version,
+            value,
+        })
     }
 
     /// The cluster's live processes, as last told by the master.
@@ -345,11 +354,20 @@ impl Messenger {
     fn deliver(&self, incoming: Incoming) {
         let delivery = Arc::new(Delivery {
             from: incoming.from,
+            version: incoming.version,
             payload: incoming.payload,
         });
         let mut topics = lock(&self.topics);
         let state = topics.entry(incoming.topic.clone()).or_default();
-        if incoming.retained {
+        if incoming.version > 0 {
+            // A replay of an older version (after a restart) never replaces a newer one.
+            if state
+                .latest
+                .as_ref()
+                .is_some_and(|l| l.version >= incoming.version)
+            {
+                return;
+            }
             state.latest = Some(Arc::clone(&delivery));
         }
         state.subscribers.retain(|s| !s.is_closed());
@@ -409,6 +427,7 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
                     Ok(value) => {
                         return Poll::Ready(Some(Received {
                             from: delivery.from,
+                            version: delivery.version,
                             value,
                         }))
                     }

@@ -135,7 +135,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let worker = match join(&env, config.explicit_ready).await {
+    let worker = match join(&env, config).await {
         Ok(worker) => worker,
         Err(e) => {
             tracing::error!("worker could not start: {e}");
@@ -157,7 +157,7 @@ where
 
 /// Takes the control socket and the listeners, connects the Agent, reports ready (unless the
 /// application does), and starts the tasks that carry the master's messages.
-async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterError> {
+async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, ClusterError> {
     let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
     let listeners = crate::listeners::inherited(env.listen_fds)?;
     let mut control = ControlChannel::new(stream);
@@ -181,8 +181,18 @@ async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterErr
         handshake_timeout: Duration::from_millis(init.handshake_timeout_ms),
     };
     let patience = Duration::from_millis(init.worker_ready_timeout_ms);
-    let agent = match Agent::connect_within(&config, patience).await {
-        Ok(agent) => agent.install(),
+    let joined = async {
+        // Installed first, so a setup step can call the Library.
+        let agent = Agent::connect_within(&config, patience).await?.install();
+        for setup in &cluster.worker_setup {
+            setup.run().await.map_err(|e| ClusterError::Protocol {
+                message: format!("worker setup failed: {e}"),
+            })?;
+        }
+        Ok::<_, ClusterError>(agent)
+    };
+    let agent = match joined.await {
+        Ok(agent) => agent,
         Err(e) => {
             outbox.send(ToMaster::Failed {
                 reason: e.to_string(),
@@ -204,7 +214,7 @@ async fn join(env: &ChildEnv, explicit_ready: bool) -> Result<Worker, ClusterErr
         sent: AtomicBool::new(false),
         outbox,
     });
-    if !explicit_ready {
+    if !cluster.explicit_ready {
         ready.send();
     }
     Ok(Worker {

@@ -630,6 +630,7 @@ impl Master {
         let pid = handle.pid;
         tracing::info!(pid, "started the {}", kind.label());
         handle.send(ToChild::Init(self.init.clone()));
+        let is_worker = kind != ChildKind::Library;
         self.procs.insert(
             pid,
             Proc {
@@ -643,6 +644,9 @@ impl Master {
         );
         if part == Part::Current {
             self.slot_mut(kind).current = Some(pid);
+        }
+        if is_worker {
+            self.replay_published(pid);
         }
         self.schedule(ready_timeout(&self.config, kind), Timer::ReadyDeadline(pid));
         Ok(pid)

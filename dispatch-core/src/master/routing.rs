@@ -1,6 +1,6 @@
 //! Message routing in the master: targets resolved to slots (the Library, worker `i`), each
 //! slot with a bounded mailbox that holds messages while its process starts or restarts,
-//! retained values replayed to workers that start later, the membership list, and the
+//! published values replayed to workers that start later, the membership list, and the
 //! cluster's lifecycle events.
 //!
 //! Order per sender and receiver holds: a sender's messages arrive in order on its control
@@ -62,12 +62,13 @@ impl Master {
             from,
             topic,
             payload,
-            retained: retain,
+            version: 0,
         };
-        if retain {
-            self.mail.retained.insert(msg.topic.clone(), msg.clone());
-        }
-        let result = self.deliver_to(target, msg);
+        let result = if retain {
+            self.publish(target, msg)
+        } else {
+            self.deliver_to(target, msg)
+        };
         if seq != 0 {
             self.send(
                 from,
@@ -89,12 +90,24 @@ impl Master {
                     from: 0,
                     topic: topic.name().to_owned(),
                     payload: ByteBuf::from(payload),
-                    retained: false,
+                    version: 0,
                 };
                 let _ = self.deliver_to(target, msg);
             }
             Err(e) => tracing::error!("cannot encode the {} event: {e}", topic.name()),
         }
+    }
+
+    /// A published value: numbered (the topic's last version + 1) and kept as the latest. The
+    /// same payload again is not a new version and is not sent.
+    fn publish(&mut self, target: Target, mut msg: Incoming) -> Result<(), String> {
+        let last = self.mail.retained.get(&msg.topic);
+        if last.is_some_and(|l| l.payload == msg.payload) {
+            return Ok(());
+        }
+        msg.version = last.map_or(0, |l| l.version) + 1;
+        self.mail.retained.insert(msg.topic.clone(), msg.clone());
+        self.deliver_to(target, msg)
     }
 
     fn deliver_to(&mut self, target: Target, msg: Incoming) -> Result<(), String> {
@@ -170,24 +183,20 @@ impl Master {
         queue.push_back(msg);
     }
 
-    /// A process just became ready (or took over its slot): the membership, the retained
-    /// values it has not got queued, then its slot's mailbox, in order.
+    /// A new worker, right after its init message: every published value, so it has them
+    /// before its application code runs (its setup may wait for one).
+    pub(super) fn replay_published(&mut self, pid: u32) {
+        let replay: Vec<Incoming> = self.mail.retained.values().cloned().collect();
+        for msg in replay {
+            self.send(pid, ToChild::Deliver(msg));
+        }
+    }
+
+    /// A process just became ready (or took over its slot): the membership, then its slot's
+    /// mailbox, in order.
     pub(super) fn on_member_ready(&mut self, pid: u32, slot: ChildKind) {
         self.announce_members();
-        let queued = self.mail.queues.remove(&slot).unwrap_or_default();
-        if matches!(slot, ChildKind::Worker(_)) {
-            let replay: Vec<Incoming> = self
-                .mail
-                .retained
-                .values()
-                .filter(|r| !queued.iter().any(|q| q.retained && q.topic == r.topic))
-                .cloned()
-                .collect();
-            for msg in replay {
-                self.send(pid, ToChild::Deliver(msg));
-            }
-        }
-        for msg in queued {
+        for msg in self.mail.queues.remove(&slot).unwrap_or_default() {
             self.send(pid, ToChild::Deliver(msg));
         }
     }
