@@ -52,9 +52,9 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::{
-    events, Agent, Cluster, ClusterError, ClusterHandle, Error, Manifest, ManifestMismatch,
-    Members, MessageError, Messenger, Received, RestartPolicy, ServiceClient, ServiceManifest,
-    Subscription, Topic, Worker,
+    admin, events, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error, LogFormat,
+    Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats, ProcessStatus,
+    Received, RestartPolicy, ServiceClient, ServiceManifest, Subscription, Topic, Worker,
 };
 pub use dispatch_macros::library_service;
 pub use serde_bytes::ByteBuf;

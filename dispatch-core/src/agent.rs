@@ -39,6 +39,8 @@ pub struct Agent {
     default_timeout_us: AtomicU64,
     payload_limit: usize,
     manifest: Manifest,
+    calls: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 /// One live connection to the Library.
@@ -129,6 +131,14 @@ impl Agent {
         self.link.borrow().is_some()
     }
 
+    /// Calls this worker has made, and calls in flight now.
+    pub fn call_counts(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
     /// Tells the Agent the Library is back, so it reconnects now instead of at its next retry.
     pub(crate) fn reconnect_now(&self) {
         self.reconnect.notify_one();
@@ -157,8 +167,13 @@ impl Agent {
                 ),
             });
         }
-        let timeout = timeout.unwrap_or_else(|| self.default_timeout());
+        // tarpc panics on deadlines beyond its timer wheel (about 795 days): cap them.
+        let timeout = timeout
+            .unwrap_or_else(|| self.default_timeout())
+            .min(wire::MAX_DEADLINE);
         let deadline = Instant::now() + timeout;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let _running = crate::metrics::InFlight::start(&self.in_flight);
         let link = self.current_link(deadline, timeout).await?;
         let mut ctx = tarpc::context::current();
         ctx.deadline = deadline;
@@ -252,6 +267,8 @@ impl Agent {
             ),
             payload_limit: wire::payload_limit(config.max_frame),
             manifest,
+            calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         })
     }
 

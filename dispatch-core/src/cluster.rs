@@ -39,13 +39,18 @@ pub struct Cluster {
     command_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Command>>>>,
 }
 
-/// A request to the running master, from a [`ClusterHandle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request to the running master, from a [`ClusterHandle`] or the admin socket.
+#[derive(Debug)]
 pub(crate) enum Command {
     /// Rolling reload of every worker.
     Reload,
     /// Graceful shutdown.
     Stop,
+    /// The cluster's status, with per-method metrics if `methods`.
+    Status {
+        methods: bool,
+        reply: tokio::sync::oneshot::Sender<crate::status::ClusterStatus>,
+    },
 }
 
 /// Controls a running cluster from the master process (another thread of it, for example):
@@ -115,6 +120,35 @@ pub(crate) struct ClusterConfig {
     pub(crate) message_queue_limit: usize,
     pub(crate) library_setup: Vec<Setup>,
     pub(crate) worker_setup: Vec<Setup>,
+    pub(crate) name: Option<String>,
+    pub(crate) method_metrics: bool,
+    pub(crate) log_format: LogFormat,
+}
+
+/// How processes write their logs (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers; span fields (role, worker_id, pid) included.
+    Json,
+}
+
+impl ClusterConfig {
+    /// The cluster's name: the one given, else the binary's file name.
+    pub(crate) fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::env::args_os()
+                .next()
+                .and_then(|a| {
+                    std::path::Path::new(&a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "dispatch".into())
+        })
+    }
 }
 
 impl Default for Cluster {
@@ -147,6 +181,9 @@ impl Cluster {
                 message_queue_limit: 10_000,
                 library_setup: Vec::new(),
                 worker_setup: Vec::new(),
+                name: None,
+                method_metrics: true,
+                log_format: LogFormat::default(),
             },
         }
     }
@@ -252,6 +289,27 @@ impl Cluster {
         self
     }
 
+    /// A name for operators: `dispatchctl --cluster NAME` finds the cluster by it. Default: the
+    /// binary's file name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Whether the Library keeps per-method metrics (calls, errors by kind, p50/p99), shown by
+    /// `dispatchctl status --methods` and logged at shutdown. Default on.
+    pub fn method_metrics(mut self, on: bool) -> Self {
+        self.config.method_metrics = on;
+        self
+    }
+
+    /// The log format of every process. Default [`LogFormat::Text`]; `DISPATCH_LOG_FORMAT=json`
+    /// in the environment also selects JSON. `RUST_LOG` filters either.
+    pub fn log_format(mut self, format: LogFormat) -> Self {
+        self.config.log_format = format;
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle {
@@ -284,7 +342,7 @@ impl Cluster {
         if role != Role::Master {
             crate::role::name_child_process();
         }
-        crate::logging::init();
+        crate::logging::init(self.config.log_format);
         let worker_id = match &role {
             Role::Worker(env) => Some(env.worker_id),
             _ => None,
@@ -296,7 +354,8 @@ impl Cluster {
         let code = match role {
             Role::Master => {
                 let commands = self.command_rx.lock().ok().and_then(|mut rx| rx.take());
-                return runtime.block_on(crate::master::run(self.config, commands));
+                let admin = self.commands.clone();
+                return runtime.block_on(crate::master::run(self.config, commands, admin));
             }
             Role::Library(env) => runtime.block_on(crate::library::run(env, &self.config)),
             Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.config, app)),

@@ -41,6 +41,11 @@ pub(crate) enum ToChild {
     },
     /// The cluster's live processes changed.
     Members(Members),
+    /// Report your call counts (and, from the Library, per-method metrics).
+    StatsRequest {
+        /// Echoed in the answer.
+        id: u64,
+    },
 }
 
 /// Where a message goes.
@@ -99,6 +104,8 @@ pub(crate) struct ChildInit {
     pub(crate) max_in_flight: u32,
     /// How long a worker may take to become ready, in milliseconds.
     pub(crate) worker_ready_timeout_ms: u64,
+    /// Whether the Library keeps per-method metrics.
+    pub(crate) method_metrics: bool,
 }
 
 /// Child → master.
@@ -117,6 +124,17 @@ pub(crate) enum ToMaster {
     },
     /// A message to route.
     Send(Outgoing),
+    /// The answer to a [`ToChild::StatsRequest`].
+    Stats {
+        /// The request's id.
+        id: u64,
+        /// Calls served (the Library) or made (a worker).
+        calls: u64,
+        /// Calls running or waiting now.
+        in_flight: u64,
+        /// The Library's per-method metrics; empty from workers.
+        methods: Vec<crate::metrics::MethodStats>,
+    },
 }
 
 type Framing = Framed<UnixStream, LengthDelimitedCodec>;

@@ -16,6 +16,7 @@
 //!    └─────────────┘
 //! ```
 
+pub mod admin;
 mod agent;
 mod child;
 mod client;
@@ -23,6 +24,8 @@ mod cluster;
 mod cluster_error;
 mod codec;
 mod control;
+#[cfg(test)]
+mod decoder_props;
 mod error;
 mod library;
 mod listeners;
@@ -30,6 +33,7 @@ mod logging;
 mod manifest;
 mod master;
 mod messenger;
+mod metrics;
 mod panic;
 mod restart;
 mod role;
@@ -39,6 +43,7 @@ mod service;
 mod services;
 mod signals;
 mod spawn;
+mod status;
 mod topic;
 mod wire;
 mod worker;
@@ -49,11 +54,13 @@ pub mod __private;
 
 pub use agent::Agent;
 pub use client::ServiceClient;
-pub use cluster::{Cluster, ClusterHandle};
+pub use cluster::{Cluster, ClusterHandle, LogFormat};
 pub use cluster_error::ClusterError;
 pub use error::Error;
 pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
+pub use metrics::{MethodStats, ERROR_KINDS};
 pub use restart::RestartPolicy;
+pub use status::{ClusterStatus, ProcessStatus};
 pub use topic::{events, Members, Topic};
 pub use worker::Worker;

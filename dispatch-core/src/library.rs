@@ -49,7 +49,11 @@ async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterErro
                 .await
                 .map_err(|e| format!("library setup failed: {e}"))?;
         }
-        Services::start(crate::wire::payload_limit(config.max_frame)).await
+        Services::start_with(
+            crate::wire::payload_limit(config.max_frame),
+            init.method_metrics,
+        )
+        .await
     };
     let services = match started.await {
         Ok(s) => Arc::new(s),
@@ -75,6 +79,15 @@ async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterErro
             match receiver.recv::<ToChild>().await {
                 Ok(Some(msg)) => match messenger.handle(msg) {
                     Some(ToChild::Shutdown) => return "the master asked it to stop",
+                    Some(ToChild::StatsRequest { id }) => {
+                        let (calls, in_flight) = services.call_counts();
+                        outbox.send(ToMaster::Stats {
+                            id,
+                            calls,
+                            in_flight,
+                            methods: services.method_stats(),
+                        });
+                    }
                     _ => continue,
                 },
                 Ok(None) => return "the master is gone",
@@ -87,6 +100,7 @@ async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterErro
         why = stop => why,
     };
     tracing::info!("library stopping: {why}; closing services");
+    services.log_method_stats();
     services.close().await;
     let _ = std::fs::remove_file(&init.library_socket);
     Ok(())

@@ -2,20 +2,33 @@
 //! pid. `RUST_LOG` selects what is shown (default `info`, with tarpc's own logs off: every failure
 //! it logs reaches the caller as a typed error).
 
+use crate::cluster::LogFormat;
 use std::io::IsTerminal;
 use tracing::Span;
 
 /// Installs a stderr subscriber filtered by `RUST_LOG`, unless the application installed one,
 /// and routes panics through `tracing` so they carry the process's span.
-pub(crate) fn init() {
+pub(crate) fn init(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .try_init();
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
+    let json = format == LogFormat::Json
+        || std::env::var("DISPATCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(target: "dispatch::panic", "{info}");
     }));

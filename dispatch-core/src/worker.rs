@@ -207,6 +207,7 @@ async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, Cluster
         receiver,
         agent,
         messenger,
+        outbox.clone(),
         stopping_tx,
         ready_tx,
     ));
@@ -232,6 +233,7 @@ async fn follow_master(
     mut receiver: ControlReceiver,
     agent: &'static Agent,
     messenger: &'static Messenger,
+    outbox: ControlWriter,
     stopping: watch::Sender<bool>,
     cluster_ready: watch::Sender<bool>,
 ) {
@@ -246,6 +248,15 @@ async fn follow_master(
                 cluster_ready.send_replace(true);
             }
             Ok(Some(Some(ToChild::LibraryRestarted))) => agent.reconnect_now(),
+            Ok(Some(Some(ToChild::StatsRequest { id }))) => {
+                let (calls, in_flight) = agent.call_counts();
+                outbox.send(ToMaster::Stats {
+                    id,
+                    calls,
+                    in_flight,
+                    methods: Vec::new(),
+                });
+            }
             Ok(Some(Some(ToChild::Shutdown))) => {
                 tracing::info!("asked to stop");
                 stopping.send_replace(true);

@@ -88,9 +88,14 @@ impl<'a> Service<'a> {
             return None;
         };
         if let Some((_, trait_path, for_token)) = &imp.trait_ {
+            let ty = &imp.self_ty;
+            let example = crate::signature::render(quote!(impl #ty));
             cx.error(
                 quote!(#trait_path #for_token),
-                format!("{NOT_INHERENT}, not on a trait impl"),
+                format!(
+                    "#[library_service] goes on an inherent `impl` block, not on a trait impl: \
+                     `{example} {{ … }}`"
+                ),
             );
             return None;
         }
@@ -169,6 +174,11 @@ impl<'a> Method<'a> {
     /// Whether the method is an `async fn`.
     pub(crate) fn is_async(&self) -> bool {
         self.sig.asyncness.is_some()
+    }
+
+    /// The method's `#[cfg(…)]` attributes, repeated on everything generated for it.
+    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &'a Attribute> {
+        self.item.attrs.iter().filter(|a| a.path().is_ident("cfg"))
     }
 
     /// The user's doc comments on the method.
@@ -288,7 +298,9 @@ impl VisitMut for ReplaceSelf<'_> {
             for segment in &mut replaced.segments {
                 segment.ident.set_span(span);
             }
-            replaced.segments.extend(path.segments.iter().skip(1).cloned());
+            replaced
+                .segments
+                .extend(path.segments.iter().skip(1).cloned());
             *path = replaced;
         }
         visit_mut::visit_path_mut(self, path);
@@ -300,23 +312,30 @@ impl VisitMut for ReplaceSelf<'_> {
 
 /// Reports the attribute on something other than an impl block, spanned on its keyword and name.
 fn not_inherent(cx: &mut Ctxt, item: &Item) {
-    let (tokens, hint) = match item {
-        Item::Struct(s) => (span_of(&s.struct_token, &s.ident), HINT_TYPE),
-        Item::Enum(e) => (span_of(&e.enum_token, &e.ident), HINT_TYPE),
-        Item::Union(u) => (span_of(&u.union_token, &u.ident), HINT_TYPE),
-        Item::Trait(t) => (span_of(&t.trait_token, &t.ident), ""),
-        Item::Fn(f) => (span_of(&f.sig.fn_token, &f.sig.ident), ""),
+    let on_type = |kind: &str, keyword: &dyn quote::ToTokens, ident: &Ident| {
+        let message = format!(
+            "#[library_service] goes on an inherent `impl` block: put it on `impl {ident} {{ … }}`, \
+             not on the {kind}"
+        );
+        (span_of(keyword, ident), message)
+    };
+    let (tokens, message) = match item {
+        Item::Struct(s) => on_type("struct", &s.struct_token, &s.ident),
+        Item::Enum(e) => on_type("enum", &e.enum_token, &e.ident),
+        Item::Union(u) => on_type("union", &u.union_token, &u.ident),
+        Item::Trait(t) => (span_of(&t.trait_token, &t.ident), NOT_INHERENT.to_owned()),
+        Item::Fn(f) => (
+            span_of(&f.sig.fn_token, &f.sig.ident),
+            NOT_INHERENT.to_owned(),
+        ),
         _ => {
             cx.push(syn::Error::new(Span::call_site(), NOT_INHERENT));
             return;
         }
     };
-    cx.error(tokens, format!("{NOT_INHERENT}{hint}"));
+    cx.error(tokens, message);
 }
 
-const HINT_TYPE: &str =
-    ": keep the type as it is and put the attribute on the `impl` block of its methods";
-
-fn span_of(keyword: &impl quote::ToTokens, ident: &Ident) -> proc_macro2::TokenStream {
+fn span_of(keyword: &dyn quote::ToTokens, ident: &Ident) -> proc_macro2::TokenStream {
     quote!(#keyword #ident)
 }

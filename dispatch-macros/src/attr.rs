@@ -1,6 +1,7 @@
 //! The arguments of `#[library_service(…)]` and the `#[blocking]` helper attribute.
 
 use crate::ctxt::Ctxt;
+use crate::signature::render;
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
@@ -33,40 +34,34 @@ pub(crate) fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
             return args;
         }
     };
+    let mut seen = Vec::new();
     for meta in metas {
         let key = meta.path();
         let Some(known) = ["name", "init", "close", "crate"]
             .into_iter()
             .find(|k| key.is_ident(k))
         else {
-            let shown = quote::quote!(#key).to_string().replace(' ', "");
+            let shown = render(key);
             cx.error(key, format!("unknown argument `{shown}`: {EXPECTED}"));
             continue;
         };
+        if seen.contains(&known) {
+            cx.error(key, format!("`{known}` is given twice; keep one"));
+            continue;
+        }
+        seen.push(known);
         let Meta::NameValue(nv) = &meta else {
             cx.error(&meta, format!("expected `{known} = …`: {EXPECTED}"));
             continue;
         };
-        let duplicate = match known {
-            "name" => set(&mut args.name, string(cx, &nv.value)),
-            "init" => set(&mut args.init, path(cx, &nv.value, "init = path::to::async_fn")),
-            "close" => set(&mut args.close, method(cx, &nv.value)),
-            _ => set(&mut args.krate, path(cx, &nv.value, "crate = ::dispatch")),
-        };
-        if duplicate {
-            cx.error(key, format!("`{known}` is given twice; keep one"));
+        match known {
+            "name" => args.name = string(cx, &nv.value),
+            "init" => args.init = path(cx, &nv.value, "init = path::to::async_fn"),
+            "close" => args.close = method(cx, &nv.value),
+            _ => args.krate = path(cx, &nv.value, "crate = ::dispatch"),
         }
     }
     args
-}
-
-/// Stores `value` in `slot`; whether `slot` already held one.
-fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
-    let duplicate = slot.is_some() && value.is_some();
-    if slot.is_none() {
-        *slot = value;
-    }
-    duplicate
 }
 
 fn string(cx: &mut Ctxt, value: &Expr) -> Option<LitStr> {
@@ -120,7 +115,10 @@ pub(crate) fn is_blocking(attr: &Attribute) -> bool {
 pub(crate) fn blocking<'a>(cx: &mut Ctxt, attrs: &'a [Attribute]) -> Option<&'a Attribute> {
     let attr = attrs.iter().find(|a| is_blocking(a))?;
     if !matches!(attr.meta, Meta::Path(_)) {
-        cx.error(attr, "`#[blocking]` takes no arguments: write `#[blocking]`");
+        cx.error(
+            attr,
+            "`#[blocking]` takes no arguments: write `#[blocking]`",
+        );
     }
     Some(attr)
 }

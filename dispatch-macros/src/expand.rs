@@ -6,8 +6,9 @@ use crate::ast::{Method, Output, Service};
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
 use crate::{fallback, signature, valid};
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 use syn::{Ident, Item};
 
 /// The expansion of `#[library_service(args)] input`: the service, or every mistake in it.
@@ -19,7 +20,11 @@ pub(crate) fn library_service(args: TokenStream, input: TokenStream) -> TokenStr
         Err(e) => {
             // rustc parsed the item already: this is syntax syn does not know yet.
             cx.push(e);
-            let mut out = cx.check().err().map(|e| e.to_compile_error()).unwrap_or_default();
+            let mut out = cx
+                .check()
+                .err()
+                .map(|e| e.to_compile_error())
+                .unwrap_or_default();
             out.extend(input);
             return out;
         }
@@ -79,7 +84,11 @@ impl<'a> ServiceGenerator<'a> {
         let self_path = self.service.self_path;
         let method = Ident::new("method", Span::mixed_site());
         let args = Ident::new(
-            if self.service.remote.is_empty() { "_args" } else { "args" },
+            if self.service.remote.is_empty() {
+                "_args"
+            } else {
+                "args"
+            },
             Span::mixed_site(),
         );
         let arms = self.service.remote.iter().map(|m| self.arm(m, &args));
@@ -102,28 +111,35 @@ impl<'a> ServiceGenerator<'a> {
         }
     }
 
-    /// `"add" => Box::pin(async move { decode; call; encode })`.
+    /// `"add" => Box::pin(async move { decode; call; encode })`. The calls that can fail to
+    /// type-check (a type that is not serde, a future that is not `Send`) are located at the
+    /// method's name, so rustc points there rather than at the attribute.
     fn arm(&self, m: &Method<'_>, args: &Ident) -> TokenStream {
-        let p = &self.private;
+        let at = Span::call_site().located_at(m.ident.span());
+        let p = &located_at(&self.private, at);
         let (service, method) = (&self.service.name, m.ident.to_string());
         let ident = m.ident;
         let names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
         let types = m.args.iter().map(|a| a.ty);
+        let invoke = quote_spanned!(at=> self.#ident(#(#names),*));
         let call = if m.blocking.is_some() {
-            quote!(#p::run_blocking(move || self.#ident(#(#names),*)).await?)
+            quote_spanned!(at=> #p::run_blocking(move || #invoke).await?)
         } else if m.is_async() {
-            quote!(self.#ident(#(#names),*).await)
+            quote_spanned!(at=> #p::assert_send(#invoke).await)
         } else {
-            quote!(self.#ident(#(#names),*))
+            invoke
         };
         let out = Ident::new("out", Span::mixed_site());
         let reply = match m.output {
-            Output::Unit => quote!(#call; #p::encode_reply(&())),
-            _ => quote!(let #out = #call; #p::encode_reply(&#out)),
+            Output::Unit => quote_spanned!(at=> #call; #p::encode_reply(&())),
+            _ => quote_spanned!(at=> let #out = #call; #p::encode_reply(&#out)),
         };
+        let decode = quote_spanned!(at=> #p::decode_args(#service, #method, &#args)?);
+        let cfgs = m.cfgs();
         quote! {
+            #(#cfgs)*
             #method => ::std::boxed::Box::pin(async move {
-                let (#(#names,)*): (#(#types,)*) = #p::decode_args(#service, #method, &#args)?;
+                let (#(#names,)*): (#(#types,)*) = #decode;
                 #reply
             }),
         }
@@ -140,8 +156,10 @@ impl<'a> ServiceGenerator<'a> {
             .local
             .iter()
             .any(|f| f.sig.ident == *close && f.sig.asyncness.is_some());
+        let at = Span::call_site().located_at(close.span());
         let call = if is_async {
-            quote!(self.#close().await)
+            let p = located_at(p, at);
+            quote_spanned!(at=> #p::assert_send(self.#close()).await)
         } else {
             quote!(self.#close())
         };
@@ -159,16 +177,20 @@ impl<'a> ServiceGenerator<'a> {
         let name = &self.service.name;
         let type_name = signature::render(self_path);
         let methods = self.service.remote.iter().map(|m| {
-            let (method, sig) = (m.ident.to_string(), signature::of(m));
-            quote!(#p::MethodInfo { name: #method, signature: #sig })
+            let (method, sig, cfgs) = (m.ident.to_string(), signature::of(m), m.cfgs());
+            quote!(#(#cfgs)* #p::MethodInfo { name: #method, signature: #sig })
         });
         let init = match &self.args.init {
-            Some(init) => quote_spanned! {init.segments.last().map_or_else(Span::call_site, |s| s.ident.span())=>
-                #p::init_with::<#self_path, _, _>(#init())
-            },
-            None => quote_spanned! {self.service.ident.span()=>
-                #p::init_default::<#self_path>()
-            },
+            Some(init) => {
+                let at = Span::call_site().located_at(init.span());
+                let p = located_at(p, at);
+                quote_spanned!(at=> #p::init_with::<#self_path, _, _>(#init()))
+            }
+            None => {
+                let at = Span::call_site().located_at(self.service.ident.span());
+                let p = located_at(p, at);
+                quote_spanned!(at=> #p::init_default::<#self_path>())
+            }
         };
         quote! {
             #p::inventory::submit! {
@@ -231,6 +253,7 @@ impl<'a> ServiceGenerator<'a> {
 
     /// One method of the client stub.
     fn stub(&self, m: &Method<'_>) -> TokenStream {
+        let at = Span::call_site().located_at(m.ident.span());
         let p = &self.private;
         let ident = m.ident;
         let method = ident.to_string();
@@ -245,27 +268,28 @@ impl<'a> ServiceGenerator<'a> {
             signature::render(self.service.self_path)
         );
         let summary = (user_docs.is_empty()).then(|| quote!(#[doc = #summary]));
-        let (output, body, errors) = match &m.output {
+        let args = quote!(&(#(#names,)*));
+        let (output, body) = match &m.output {
             Output::Fallible { ok, err } => (
                 quote!(::core::result::Result<#ok, #p::Error<#err>>),
-                quote!(self.inner.call_fallible::<_, #ok, #err>(#method, &(#(#names,)*)).await),
-                " Fails when the call cannot reach the Library or its reply does not come back in \
-                 time, and with `Error::Service` when the method returns its own error.",
+                quote_spanned!(at=> self.inner.call_fallible::<_, #ok, #err>(#method, #args).await),
             ),
             Output::Unit => (
                 quote!(::core::result::Result<(), #p::Error>),
-                quote!(self.inner.call::<_, ()>(#method, &(#(#names,)*)).await),
-                " Fails when the call cannot reach the Library or its reply does not come back in \
-                 time.",
+                quote_spanned!(at=> self.inner.call::<_, ()>(#method, #args).await),
             ),
-            Output::Value { resolved, .. } => (
+            Output::Value { resolved } => (
                 quote!(::core::result::Result<#resolved, #p::Error>),
-                quote!(self.inner.call::<_, #resolved>(#method, &(#(#names,)*)).await),
-                " Fails when the call cannot reach the Library or its reply does not come back in \
-                 time.",
+                quote_spanned!(at=> self.inner.call::<_, #resolved>(#method, #args).await),
             ),
         };
+        let errors = match &m.output {
+            Output::Fallible { .. } => ERRORS_FALLIBLE,
+            _ => ERRORS,
+        };
+        let cfgs = m.cfgs();
         quote! {
+            #(#cfgs)*
             #summary
             #(#user_docs)*
             ///
@@ -306,53 +330,40 @@ impl<'a> ServiceGenerator<'a> {
     }
 
     /// Never-called code that makes rustc check, at the user's tokens, what the service needs:
-    /// wire types, a `Send + Sync` service, `Send` futures, an accessor no `Agent` method shadows.
+    /// wire types, a `Send + Sync` service, an accessor no `Agent` method shadows. (That async
+    /// methods return `Send` futures is checked in their dispatcher arm, where a second check
+    /// would only repeat rustc's error.)
     fn checks(&self) -> TokenStream {
         let p = &self.private;
         let self_path = self.service.self_path;
         let (client, accessor) = (&self.client, &self.accessor);
-        let this = Ident::new("this", Span::mixed_site());
         let agent = Ident::new("agent", Span::mixed_site());
-        let service = quote_spanned! {self.service.ident.span()=>
-            #p::assert_service_type::<#self_path>();
-        };
+        let at = Span::call_site().located_at(self.service.ident.span());
+        let p_at = located_at(p, at);
+        let service = quote_spanned! {at=> #p_at::assert_service_type::<#self_path>();};
         let mut wire = Vec::new();
-        let mut send = Vec::new();
         for m in &self.service.remote {
-            for a in &m.args {
-                wire.push(assert_wire(p, &a.resolved));
-            }
-            match &m.output {
-                Output::Unit => {}
-                Output::Value { resolved, .. } => wire.push(assert_wire(p, resolved)),
-                Output::Fallible { ok, err } => {
-                    wire.push(assert_wire(p, ok));
-                    wire.push(assert_wire(p, err));
-                }
-            }
-            if m.is_async() {
-                let ident = m.ident;
-                let params = m.args.iter().map(|a| {
-                    let (name, ty) = (&a.name, &a.resolved);
-                    quote!(#name: #ty)
-                });
-                let names = m.args.iter().map(|a| &a.name);
-                send.push(quote_spanned! {ident.span()=>
-                    let _ = |#(#params),*| #p::assert_send(#this.#ident(#(#names),*));
-                });
+            let types: Vec<&syn::Type> = match &m.output {
+                Output::Unit => vec![],
+                Output::Value { resolved } => vec![resolved],
+                Output::Fallible { ok, err } => vec![ok, err],
+            };
+            for ty in m.args.iter().map(|a| &a.resolved).chain(types) {
+                let cfgs = m.cfgs();
+                let check = assert_wire(p, ty);
+                wire.push(quote!(#(#cfgs)* #check));
             }
         }
-        let shadowed = quote_spanned! {self.service.name_span=>
+        let at = Span::call_site().located_at(self.service.name_span);
+        let shadowed = quote_spanned! {at=>
             let _: #client<'_> = #agent.#accessor();
         };
         quote! {
             #[allow(dead_code, clippy::all)]
             const _: () = {
-                fn checks(#this: &#self_path, #agent: &#p::Agent) {
-                    let _ = #this;
+                fn checks(#agent: &#p::Agent) {
                     #service
                     #(#wire)*
-                    #(#send)*
                     #shadowed
                 }
             };
@@ -360,20 +371,52 @@ impl<'a> ServiceGenerator<'a> {
     }
 }
 
+/// The `# Errors` section of a client method.
+const ERRORS: &str =
+    " Fails with a `dispatch::Error` when the call does not complete: the Library \
+     is unreachable or restarted, the deadline passes, the method panics, or a payload cannot be \
+     encoded or decoded.";
+
+/// The `# Errors` section of a client method whose service method returns `Result<T, E>`.
+const ERRORS_FALLIBLE: &str = " Fails with `dispatch::Error::Service(e)` when the method returns \
+     `Err(e)`, and with another `dispatch::Error` when the call does not complete: the Library is \
+     unreachable or restarted, the deadline passes, the method panics, or a payload cannot be \
+     encoded or decoded.";
+
+/// `assert_wire_type::<T>()`, located at `T` so rustc's error points at the user's type.
 fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {
-    use syn::spanned::Spanned;
-    quote_spanned! {ty.span()=> #p::assert_wire_type::<#ty>();}
+    let at = Span::call_site().located_at(ty.span());
+    let p = located_at(p, at);
+    quote_spanned! {at=> #p::assert_wire_type::<#ty>();}
+}
+
+/// `tokens` with the location of `span` and their own hygiene.
+fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(g) = &token {
+                let mut group = Group::new(g.delimiter(), located_at(&g.stream(), span));
+                group.set_span(g.span().located_at(span));
+                token = TokenTree::Group(group);
+            } else {
+                token.set_span(token.span().located_at(span));
+            }
+            token
+        })
+        .collect()
 }
 
 impl ToTokens for ServiceGenerator<'_> {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         tokens.extend([
             self.original(),
+            self.checks(),
             self.erased_service(),
             self.registration(),
             self.client(),
             self.agent_ext(),
-            self.checks(),
         ]);
     }
 }

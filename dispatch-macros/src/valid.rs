@@ -10,13 +10,17 @@ use syn::{FnArg, ImplItemFn, Receiver, ReturnType, Type, TypeImplTrait, TypeRefe
 /// The methods every generated client has; a remote method of the same name would clash.
 pub(crate) const CLIENT_METHODS: [&str; 2] = ["with_timeout", "service_name"];
 
-/// `Agent`'s own methods: an extension method of the same name would be shadowed by them.
-const AGENT_METHODS: [&str; 5] = [
+/// `Agent`'s own methods: an extension method of the same name would be shadowed by them. A
+/// method added to `Agent` later and missing here is still caught, less clearly, by the generated
+/// check that `agent.demo()` returns a `DemoClient`.
+const AGENT_METHODS: [&str; 7] = [
     "service",
     "worker_id",
     "default_timeout",
+    "set_default_timeout",
     "payload_limit",
     "manifest",
+    "is_connected",
 ];
 
 const MUT_SELF: &str = "service methods take `&self`: one instance serves every worker at once; \
@@ -49,8 +53,11 @@ fn check_impl(cx: &mut Ctxt, service: &Service<'_>) {
     if !generics.params.is_empty() {
         cx.error(
             generics,
-            "a service is one concrete type: remove the generic parameters of the impl block \
-             (for a generic type, write one `impl MyService<u32> { … }`)",
+            format!(
+                "a service is one concrete type: remove the generic parameters of the impl block \
+                 (to serve a generic type, declare one instance of it: `impl {}<u32> {{ … }}`)",
+                service.ident
+            ),
         );
     }
 }

@@ -15,8 +15,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The fixture binary, built by cargo for integration tests.
-pub const FIXTURE: &str = env!("CARGO_BIN_EXE_dispatch-fixture");
+/// The fixture binary: built by cargo for this package's integration tests, and found next to
+/// the test binary from other packages' tests (`cargo test --workspace` builds it).
+pub fn fixture() -> std::path::PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_dispatch-fixture") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join("dispatch-fixture");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace`, or `cargo build --bin dispatch-fixture` first",
+        path.display()
+    );
+    path
+}
 
 /// A finished run.
 #[derive(Debug)]
@@ -76,7 +93,7 @@ fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
 impl Cluster {
     /// Starts the fixture master with `args` and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let mut cmd = Command::new(FIXTURE);
+        let mut cmd = Command::new(fixture());
         cmd.args(args)
             .envs(env.iter().copied())
             .env(

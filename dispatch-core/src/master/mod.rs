@@ -7,6 +7,7 @@
 
 mod reload;
 mod routing;
+mod status;
 
 use crate::child::{describe, ChildEvent, ChildHandle};
 use crate::cluster::{ClusterConfig, Command};
@@ -30,8 +31,10 @@ use tokio::time::Instant;
 pub(crate) async fn run(
     config: ClusterConfig,
     commands: Option<mpsc::UnboundedReceiver<Command>>,
+    admin: mpsc::UnboundedSender<Command>,
 ) -> Result<(), ClusterError> {
     let dir = RuntimeDir::create()?;
+    crate::admin::server::start(dir.path(), &config.name(), admin)?;
     let listeners = SharedListeners::bind(&config.listen)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,
@@ -41,6 +44,7 @@ pub(crate) async fn run(
         handshake_timeout_ms: millis(config.handshake_timeout),
         max_in_flight: config.max_in_flight,
         worker_ready_timeout_ms: millis(config.worker_ready_timeout),
+        method_metrics: config.method_metrics,
     };
     let mut master = Master::new(config, init, dir, listeners, commands)?;
     let result = master.supervise().await;
@@ -86,6 +90,8 @@ struct Slot {
     crashes: SlotCrashes,
     /// A worker that exited 0 after its work: not restarted.
     finished: bool,
+    /// How often its process was restarted after a crash.
+    restarts: u32,
 }
 
 /// Something the master does at a set time.
@@ -97,6 +103,8 @@ enum Timer {
     ReadyDeadline(u32),
     /// Kill `pid` if it is still alive (end of a retiring worker's grace period).
     Kill(u32),
+    /// Answer status request `id` with what has arrived.
+    StatusDeadline(u64),
 }
 
 /// A rolling reload in progress.
@@ -127,6 +135,8 @@ struct Master {
     crash_window: CrashWindow,
     reload: Option<Reload>,
     mail: Mailboxes,
+    statuses: HashMap<u64, status::PendingStatus>,
+    status_seq: u64,
     /// When the cluster became ready; `None` while starting.
     ready_at: Option<Instant>,
     started: Instant,
@@ -160,6 +170,8 @@ impl Master {
             crash_window: CrashWindow::default(),
             reload: None,
             mail,
+            statuses: HashMap::new(),
+            status_seq: 0,
             ready_at: None,
             started: Instant::now(),
             events_tx,
@@ -237,6 +249,20 @@ impl Master {
                 self.route(pid, out);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg:
+                    ToMaster::Stats {
+                        id,
+                        calls,
+                        in_flight,
+                        methods,
+                    },
+                ..
+            } => {
+                self.on_stats(pid, id, calls, in_flight, methods);
+                Flow::Continue
+            }
             ChildEvent::Exited { pid, status, .. } => {
                 let flow = self.on_exit(pid, status);
                 self.announce_members();
@@ -274,6 +300,10 @@ impl Master {
                 tracing::info!("stop requested: stopping the cluster");
                 Flow::Stop(Ok(()))
             }
+            Command::Status { methods, reply } => {
+                self.start_status(methods, reply);
+                Flow::Continue
+            }
         }
     }
 
@@ -285,7 +315,11 @@ impl Master {
             }
             let timer = entry.remove();
             let flow = match timer {
-                Timer::Restart(kind) => match self.spawn(kind, Part::Current) {
+                Timer::StatusDeadline(id) => {
+                    self.finish_status(id);
+                    Flow::Continue
+                }
+                Timer::Restart(kind) => match self.spawn_restart(kind) {
                     Ok(_) => Flow::Continue,
                     Err(e) => Flow::Stop(Err(e)),
                 },
@@ -650,6 +684,11 @@ impl Master {
         }
         self.schedule(ready_timeout(&self.config, kind), Timer::ReadyDeadline(pid));
         Ok(pid)
+    }
+
+    fn spawn_restart(&mut self, kind: ChildKind) -> Result<u32, ClusterError> {
+        self.slot_mut(kind).restarts += 1;
+        self.spawn(kind, Part::Current)
     }
 
     fn schedule(&mut self, after: Duration, timer: Timer) {

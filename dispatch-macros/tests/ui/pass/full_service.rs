@@ -12,7 +12,9 @@ pub struct Counter {
 }
 
 async fn connect() -> Result<Counter, std::io::Error> {
-    Ok(Counter { hits: AtomicU64::new(0) })
+    Ok(Counter {
+        hits: AtomicU64::new(0),
+    })
 }
 
 #[library_service(name = "counters", init = connect, close = shutdown)]
@@ -53,7 +55,9 @@ impl Serialize for Counter {
 }
 impl<'de> Deserialize<'de> for Counter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        u64::deserialize(d).map(|n| Counter { hits: AtomicU64::new(n) })
+        u64::deserialize(d).map(|n| Counter {
+            hits: AtomicU64::new(n),
+        })
     }
 }
 
@@ -62,7 +66,10 @@ async fn worker() -> Result<(), Box<dyn std::error::Error>> {
     let counters = Agent::get().counters();
     let _: u64 = counters.hit().await?;
     let _: i64 = counters.add(1, 2).await?;
-    let _: u64 = counters.with_timeout(std::time::Duration::from_millis(50)).hash(vec![1]).await?;
+    let _: u64 = counters
+        .with_timeout(std::time::Duration::from_millis(50))
+        .hash(vec![1])
+        .await?;
     let parsed: Result<u32, dispatch::Error<ParseErr>> = counters.parse("1".into()).await;
     let _ = parsed;
     let _: Vec<Counter> = counters.pair((1, 2), String::new()).await?;
@@ -72,6 +79,9 @@ async fn worker() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() {
-    Counter { hits: AtomicU64::new(0) }.helper();
+    Counter {
+        hits: AtomicU64::new(0),
+    }
+    .helper();
     let _ = Counter::new_thing();
 }

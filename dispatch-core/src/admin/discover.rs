@@ -1,0 +1,179 @@
+//! Finding the running clusters of this user: the runtime dirs of live masters that hold an
+//! admin socket.
+
+use super::{AdminError, Request, Response, NAME_FILE, SOCKET};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A cluster found on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its name.
+    pub name: String,
+    /// Its master's pid.
+    pub master_pid: u32,
+    /// Its runtime dir.
+    pub dir: PathBuf,
+    /// The uid owning it.
+    pub owner: u32,
+}
+
+/// Every cluster found, this user's and others'.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// All clusters found, by master pid.
+    pub clusters: Vec<Found>,
+    /// Where they were looked for.
+    pub looked_in: Vec<PathBuf>,
+}
+
+/// Looks for running clusters where masters create their runtime dirs.
+///
+/// # Errors
+/// None today; kept for future sources.
+pub fn discover() -> Result<Discovered, AdminError> {
+    let mut looked_in = vec![crate::runtime_dir::base_dir()];
+    if !looked_in.contains(&std::env::temp_dir()) {
+        looked_in.push(std::env::temp_dir());
+    }
+    let mut clusters = Vec::new();
+    for base in &looked_in {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = crate::runtime_dir::master_pid_of(&name.to_string_lossy()) else {
+                continue;
+            };
+            let dir = entry.path();
+            let Ok(meta) = dir.symlink_metadata() else {
+                continue;
+            };
+            if !meta.is_dir() || !crate::runtime_dir::pid_alive(pid as i32) {
+                continue;
+            }
+            // Another user's dir (0700) cannot be looked into: list it, refuse it on use.
+            let ours = meta.uid() == nix::unistd::getuid().as_raw();
+            if ours && !dir.join(SOCKET).exists() {
+                continue;
+            }
+            let cluster_name = std::fs::read_to_string(dir.join(NAME_FILE))
+                .map(|n| n.trim().to_owned())
+                .unwrap_or_else(|_| "?".into());
+            clusters.push(Found {
+                name: cluster_name,
+                master_pid: pid,
+                dir,
+                owner: meta.uid(),
+            });
+        }
+    }
+    clusters.sort_by_key(|c| c.master_pid);
+    clusters.dedup_by_key(|c| c.master_pid);
+    Ok(Discovered {
+        clusters,
+        looked_in,
+    })
+}
+
+impl Discovered {
+    /// The clusters of this user.
+    pub fn mine(&self) -> Vec<&Found> {
+        let you = nix::unistd::getuid().as_raw();
+        self.clusters.iter().filter(|c| c.owner == you).collect()
+    }
+
+    /// The cluster named `wanted` or with that master pid; with `None`, the only one of this
+    /// user.
+    ///
+    /// # Errors
+    /// No cluster, none matching, several to choose from, or another user's.
+    pub fn select(&self, wanted: Option<&str>) -> Result<Found, AdminError> {
+        let you = nix::unistd::getuid().as_raw();
+        let list = |cs: &[&Found]| -> String {
+            let names: Vec<String> = cs
+                .iter()
+                .map(|c| format!("{} (pid {})", c.name, c.master_pid))
+                .collect();
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        };
+        let mine: Vec<&Found> = self.clusters.iter().filter(|c| c.owner == you).collect();
+        let chosen = match wanted {
+            Some(w) => self
+                .clusters
+                .iter()
+                .find(|c| c.master_pid.to_string() == w || (c.owner == you && c.name == w))
+                .ok_or_else(|| AdminError::NotFound {
+                    wanted: w.to_owned(),
+                    running: list(&mine),
+                })?,
+            None => match mine.as_slice() {
+                [] => {
+                    return Err(AdminError::NoCluster {
+                        looked_in: self
+                            .looked_in
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+                [one] => *one,
+                many => {
+                    return Err(AdminError::Ambiguous {
+                        count: many.len(),
+                        running: list(many),
+                    })
+                }
+            },
+        };
+        if chosen.owner != you {
+            return Err(AdminError::PermissionDenied {
+                dir: chosen.dir.display().to_string(),
+                owner: chosen.owner,
+                you,
+            });
+        }
+        Ok(chosen.clone())
+    }
+}
+
+impl Found {
+    /// Sends `request` to the cluster's master and returns its answer (within 10 s).
+    ///
+    /// # Errors
+    /// When the master cannot be reached or does not answer properly.
+    pub async fn request(&self, request: Request) -> Result<Response, AdminError> {
+        let pid = self.master_pid;
+        let fail = |problem: String| AdminError::Master { pid, problem };
+        let exchange = async {
+            let stream = tokio::net::UnixStream::connect(self.dir.join(SOCKET))
+                .await
+                .map_err(|e| fail(format!("cannot be reached: {e}")))?;
+            let mut framed = super::server::framed(stream);
+            let bytes = crate::codec::encode(&request).map_err(|e| fail(e.to_string()))?;
+            framed
+                .send(Bytes::from(bytes))
+                .await
+                .map_err(|e| fail(format!("cannot be written to: {e}")))?;
+            let frame = framed
+                .next()
+                .await
+                .ok_or_else(|| fail("closed the connection without answering".into()))?
+                .map_err(|e| fail(format!("cannot be read from: {e}")))?;
+            crate::codec::decode::<Response>(&frame)
+                .map_err(|e| fail(format!("sent an undecodable answer: {e}")))
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| fail("did not answer within 10 s".into()))?
+    }
+}

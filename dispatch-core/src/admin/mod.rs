@@ -1,0 +1,98 @@
+//! Operating a running cluster from outside: the master serves requests (status, reload, stop)
+//! on `admin.sock` in its private runtime dir, to processes of the same user only. The
+//! `dispatchctl` tool is a client of this module.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), dispatch_core::admin::AdminError> {
+//! use dispatch_core::admin::{discover, Request, Response};
+//! let cluster = discover()?.select(None)?;
+//! if let Response::Status(status) = cluster.request(Request::Status { methods: false }).await? {
+//!     println!("{} runs {} processes", status.name, status.processes.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod discover;
+pub(crate) mod server;
+
+pub use discover::{discover, Discovered, Found};
+
+use crate::status::ClusterStatus;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The socket's file name in the runtime dir.
+pub(crate) const SOCKET: &str = "admin.sock";
+/// The file holding the cluster's name, next to the socket.
+pub(crate) const NAME_FILE: &str = "name";
+
+/// A request to a master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Every process's state; with `methods`, the Library's per-method metrics too.
+    Status {
+        /// Include per-method metrics.
+        methods: bool,
+    },
+    /// Start a rolling reload.
+    Reload,
+    /// Stop the cluster gracefully.
+    Stop,
+}
+
+/// A master's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The cluster's status.
+    Status(ClusterStatus),
+    /// Done, with what was done.
+    Done(String),
+    /// Refused, with why.
+    Refused(String),
+}
+
+/// Why a request to a cluster failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No cluster of this user is running.
+    #[error("no cluster is running for this user (looked in {looked_in})")]
+    NoCluster {
+        /// The directories searched.
+        looked_in: String,
+    },
+    /// None of the running clusters has this name or master pid.
+    #[error("no cluster named or with master pid `{wanted}`; running: {running}")]
+    NotFound {
+        /// What was asked for.
+        wanted: String,
+        /// The clusters found.
+        running: String,
+    },
+    /// Several clusters run and none was chosen.
+    #[error("{count} clusters are running ({running}): choose one with --cluster NAME|PID")]
+    Ambiguous {
+        /// How many.
+        count: usize,
+        /// Their names and pids.
+        running: String,
+    },
+    /// The cluster belongs to another user.
+    #[error("permission denied: the cluster in {dir} belongs to uid {owner}, you are uid {you}")]
+    PermissionDenied {
+        /// Its runtime dir.
+        dir: String,
+        /// The owner's uid.
+        owner: u32,
+        /// This process's uid.
+        you: u32,
+    },
+    /// The master did not answer properly.
+    #[error("the master (pid {pid}) {problem}")]
+    Master {
+        /// The master's pid.
+        pid: u32,
+        /// What went wrong.
+        problem: String,
+    },
+}
