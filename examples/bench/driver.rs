@@ -1,0 +1,464 @@
+//! The driver: runs each workload in fresh child processes of this binary, reads their `BENCH`
+//! lines, and prints one row per result. Children run in their own process group, which is
+//! killed when the run ends or times out; they also die with the driver.
+
+use crate::report::{self, Metric, Printer, Row};
+use crate::{Args, Job, Workload};
+use anyhow::{bail, ensure, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+/// Runs every requested workload; `false` if any failed.
+pub(crate) fn run(args: &Args) -> Result<bool> {
+    if let Some(cpu) = args.pin {
+        pin(cpu)?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(drive(args))
+}
+
+async fn drive(args: &Args) -> Result<bool> {
+    warn_unused_options(args);
+    let printer = Printer::new(args.json, args.pin);
+    printer.preamble();
+    // calls/s of each floor row, by (workload, payload), for the ratios.
+    let mut floors: HashMap<(Workload, usize), f64> = HashMap::new();
+    let mut all_ok = true;
+    for job in jobs(args) {
+        let mut row = run_job(job).await;
+        if let (Workload::Floor | Workload::FloorPipelined, Some(calls)) =
+            (job.workload, &row.calls)
+        {
+            floors.insert((job.workload, job.payload), calls.per_sec);
+        }
+        row.vs_floor =
+            floor_of(&job).and_then(|key| Some(row.calls.as_ref()?.per_sec / floors.get(&key)?));
+        row.target = report::target(&row, args.pin.is_some());
+        all_ok &= row.error.is_none();
+        printer.row(&row);
+    }
+    Ok(all_ok)
+}
+
+/// Says so when `--workers` or `--inflight` was given for a workload with a fixed layout.
+fn warn_unused_options(args: &Args) {
+    let Some(workload) = args.workload else {
+        return;
+    };
+    if args.workers.is_some() && !workload.takes_workers() {
+        eprintln!("note: --workers does not apply to {}", workload.name());
+    }
+    if args.inflight.is_some() && !workload.takes_inflight() {
+        eprintln!("note: --inflight does not apply to {}", workload.name());
+    }
+}
+
+/// The jobs to run, floors first; a workload compared to a floor brings that floor along.
+fn jobs(args: &Args) -> Vec<Job> {
+    let wanted = args.workload.map_or(Workload::ALL.to_vec(), |w| vec![w]);
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut add = |job: Job| {
+        if !jobs.iter().any(|j| same_job(j, &job)) {
+            jobs.push(job);
+        }
+    };
+    for &workload in &wanted {
+        if matches!(workload, Workload::Floor | Workload::FloorPipelined) {
+            add(Job::new(workload, args).with_payload(16));
+            add(Job::new(workload, args));
+        } else if let Some((floor, payload)) = floor_of(&Job::new(workload, args)) {
+            add(Job::new(floor, args).with_payload(payload));
+        }
+    }
+    for &workload in &wanted {
+        add(Job::new(workload, args));
+    }
+    jobs
+}
+
+fn same_job(a: &Job, b: &Job) -> bool {
+    (a.workload, a.workers, a.inflight, a.payload) == (b.workload, b.workers, b.inflight, b.payload)
+}
+
+/// The floor row a workload is compared to.
+fn floor_of(job: &Job) -> Option<(Workload, usize)> {
+    match job.workload {
+        Workload::W1 => Some((Workload::Floor, 16)),
+        Workload::W2 => Some((Workload::FloorPipelined, 16)),
+        Workload::W3 => Some((Workload::Floor, job.payload)),
+        _ => None,
+    }
+}
+
+/// The row of one job (an error is a row too).
+async fn run_job(job: Job) -> Row {
+    let result = match job.workload {
+        Workload::Floor | Workload::FloorPipelined => floor(job).await,
+        Workload::W1 | Workload::W2 | Workload::W3 => calls(job).await,
+        Workload::Startup => startup(job).await,
+        Workload::Rss => rss(job).await,
+        Workload::Recovery => recovery(job).await,
+    };
+    result.unwrap_or_else(|e| Row::failed(job, format!("{e:#}")))
+}
+
+/// The longest a child of `job` may run.
+fn time_limit(job: &Job) -> Duration {
+    Duration::from_secs(60) + job.duration * 2
+}
+
+// ---- the workloads ----
+
+async fn calls(job: Job) -> Result<Row> {
+    let reports = run_cluster(&job).await?;
+    Row::calls(job, &reports, job.workers)
+}
+
+async fn floor(job: Job) -> Result<Row> {
+    let socket = SocketPath::new()?;
+    let mut server_args = job.child_args("floor-server");
+    server_args.extend(["--socket".into(), socket.0.display().to_string()]);
+    let mut server = Proc::spawn(server_args, None)?;
+    let listening = tokio::time::timeout(Duration::from_secs(10), server.next_line()).await;
+    match listening {
+        Ok(Ok(Some(line))) if line == "LISTENING" => {}
+        _ => bail!("the floor server did not start"),
+    }
+    let mut clients = Vec::new();
+    for _ in 0..job.workers {
+        let mut client_args = job.child_args("floor-client");
+        client_args.extend(["--socket".into(), socket.0.display().to_string()]);
+        clients.push(Proc::spawn(client_args, Some(server.pid))?);
+    }
+    let limit = time_limit(&job);
+    let finished =
+        futures::future::join_all(clients.iter_mut().map(|c| c.finish_within(limit))).await;
+    let mut reports = Vec::new();
+    for client in finished {
+        reports.extend(client?.reports);
+    }
+    server.finish_within(Duration::from_secs(10)).await?;
+    Row::calls(job, &reports, job.workers)
+}
+
+/// Spawning the master → the first worker's line printed once `cluster_ready()` resolved,
+/// median of 10 fresh clusters.
+async fn startup(job: Job) -> Result<Row> {
+    let (mut ready, mut stopped) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let mut master = Proc::spawn(job.child_args("cluster"), None)?;
+        let done = master.finish_within(time_limit(&job)).await?;
+        done.check()?;
+        let line = done.reports.first().context("no ready line")?;
+        ready.push(line.at);
+        stopped.push(done.exited);
+    }
+    let (ready_median, stopped_median) = (median(&mut ready), median(&mut stopped));
+    Ok(Row::metric(
+        job,
+        Metric::StartupMs {
+            median_ms: ms(ready_median),
+            samples_ms: ready.iter().map(|d| ms(*d)).collect(),
+        },
+        vec![format!(
+            "spawn → ready: min {:.1} ms, max {:.1} ms; spawn → master exited (start + stop): median {:.1} ms",
+            ms(ready[0]),
+            ms(ready[ready.len() - 1]),
+            ms(stopped_median),
+        )],
+    ))
+}
+
+async fn rss(job: Job) -> Result<Row> {
+    let reports = run_cluster(&job).await?;
+    let report = reports.first().context("no memory line")?;
+    let total = report.num("rss_kib")? as u64;
+    let pss = report.num("pss_kib")? as u64;
+    let procs = report.get("procs").unwrap_or("?").replace(',', ", ");
+    Ok(Row::metric(
+        job,
+        Metric::RssKib { total_kib: total },
+        vec![format!(
+            "VmRSS KiB: {procs}; PSS total {pss} KiB (shared pages counted once)"
+        )],
+    ))
+}
+
+/// Library SIGKILLed → first successful call, once per fresh cluster (the first restart of a
+/// process is immediate; later ones in a row back off), median of 5.
+async fn recovery(job: Job) -> Result<Row> {
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let reports = run_cluster(&job).await?;
+        let us = reports
+            .first()
+            .context("no recovery line")?
+            .num("recovery_us")?;
+        samples.push(Duration::from_secs_f64(us / 1e6));
+    }
+    let typical = median(&mut samples);
+    Ok(Row::metric(
+        job,
+        Metric::RecoveryMs {
+            median_ms: ms(typical),
+            samples_ms: samples.iter().map(|d| ms(*d)).collect(),
+        },
+        vec![format!(
+            "kill → first call served by the new Library: min {:.1} ms, max {:.1} ms",
+            ms(samples[0]),
+            ms(samples[samples.len() - 1])
+        )],
+    ))
+}
+
+/// Runs one cluster to its end; its `BENCH` reports, or why there are none.
+async fn run_cluster(job: &Job) -> Result<Vec<Report>> {
+    let mut master = Proc::spawn(job.child_args("cluster"), None)?;
+    let done = master.finish_within(time_limit(job)).await?;
+    done.check()?;
+    Ok(done.reports)
+}
+
+/// Sorts `samples` and returns the middle one.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---- child processes ----
+
+/// A child process of this binary, its stdout read line by line.
+struct Proc {
+    child: Child,
+    pid: i32,
+    /// Whether it leads its own process group (killed with it).
+    leader: bool,
+    lines: Lines<BufReader<ChildStdout>>,
+    started: Instant,
+}
+
+/// What a child printed and how it ended.
+struct Finished {
+    reports: Vec<Report>,
+    status: ExitStatus,
+    /// From spawning to its exit.
+    exited: Duration,
+}
+
+impl Finished {
+    /// The first error a worker reported, or the exit status if it is a failure.
+    fn check(&self) -> Result<()> {
+        if let Some(e) = self.reports.iter().find_map(|r| r.error.as_deref()) {
+            bail!("{e}");
+        }
+        ensure!(
+            self.status.success(),
+            "the {} (see its log above)",
+            describe(self.status)
+        );
+        Ok(())
+    }
+}
+
+impl Proc {
+    /// Starts this binary with `args`, in a new process group or in the group `group`.
+    fn spawn(args: Vec<String>, group: Option<i32>) -> Result<Proc> {
+        let exe = std::env::current_exe().context("finding this binary")?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(group.unwrap_or(0))
+            .kill_on_drop(true);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn,tarpc=off");
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().context("starting a child")?;
+        let pid = child.id().context("a child without a pid")? as i32;
+        let stdout = child.stdout.take().context("a child without stdout")?;
+        Ok(Proc {
+            child,
+            pid,
+            leader: group.is_none(),
+            lines: BufReader::new(stdout).lines(),
+            started,
+        })
+    }
+
+    /// The next line the child (or any process of its group) printed.
+    async fn next_line(&mut self) -> Result<Option<String>> {
+        Ok(self.lines.next_line().await?)
+    }
+
+    /// Reads every line to the end, then waits for the exit. After `limit`, asks the child to
+    /// stop (a master then stops its cluster and removes its runtime directory), and kills the
+    /// group 5 s later.
+    async fn finish_within(&mut self, limit: Duration) -> Result<Finished> {
+        match tokio::time::timeout(limit, self.finish()).await {
+            Ok(finished) => finished,
+            Err(_) => {
+                self.signal(Signal::SIGTERM);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+                self.kill();
+                let _ = self.child.wait().await;
+                bail!("timed out after {} s: stopped", limit.as_secs())
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Result<Finished> {
+        let mut reports = Vec::new();
+        while let Some(line) = self.lines.next_line().await? {
+            match line.strip_prefix("BENCH ") {
+                Some(report) => reports.push(Report::parse(report, self.started.elapsed())),
+                None => eprintln!("{line}"),
+            }
+        }
+        let status = self.child.wait().await?;
+        Ok(Finished {
+            reports,
+            status,
+            exited: self.started.elapsed(),
+        })
+    }
+
+    /// SIGKILL to the child's whole group (or to the child alone if it leads none).
+    fn kill(&mut self) {
+        if self.leader {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        } else {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+
+    /// `signal` to the child alone.
+    fn signal(&self, signal: Signal) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), signal);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Whatever the path: nothing of this child's group survives it. (Children of a master
+        // that died are reaped by init; the master itself by tokio's orphan reaper.)
+        if self.leader {
+            self.kill();
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("child exited with code {code}"),
+        (_, Some(signal)) => format!("child was killed by signal {signal}"),
+        _ => format!("child ended: {status}"),
+    }
+}
+
+/// A unique socket path for a floor server, removed at drop.
+struct SocketPath(PathBuf);
+
+impl SocketPath {
+    fn new() -> Result<SocketPath> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("dispatch-bench-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Ok(SocketPath(path))
+    }
+}
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One `BENCH key=value … [error=message]` line.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    fields: Vec<(String, String)>,
+    /// What a worker could not measure.
+    pub(crate) error: Option<String>,
+    /// When the driver read it, from the child's spawn.
+    pub(crate) at: Duration,
+}
+
+impl Report {
+    fn parse(line: &str, at: Duration) -> Report {
+        let (fields, error) = match line.split_once("error=") {
+            Some((head, error)) => (head, Some(error.to_owned())),
+            None => (line, None),
+        };
+        let fields = fields
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Report { fields, error, at }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A numeric field.
+    pub(crate) fn num(&self, key: &str) -> Result<f64> {
+        self.get(key)
+            .with_context(|| format!("a result line without {key}"))?
+            .parse()
+            .with_context(|| format!("{key} is not a number"))
+    }
+}
+
+// ---- --pin ----
+
+/// Pins this process, and so every process it starts, to `cpu`: re-executes the driver under
+/// `taskset` (the root package's `nix` has no `sched` feature for `sched_setaffinity`), then
+/// checks the affinity it got.
+fn pin(cpu: usize) -> Result<()> {
+    const MARK: &str = "DISPATCH_BENCH_PINNED";
+    let cpu = cpu.to_string();
+    if std::env::var(MARK).ok().as_deref() != Some(cpu.as_str()) {
+        let exe = std::env::current_exe()?;
+        let error = std::process::Command::new("taskset")
+            .args(["--cpu-list", &cpu])
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .env(MARK, &cpu)
+            .exec();
+        bail!("--pin needs taskset (util-linux): {error}");
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim)
+        .unwrap_or("?");
+    ensure!(
+        allowed == cpu,
+        "asked to pin to CPU {cpu}, runs on {allowed}"
+    );
+    Ok(())
+}
