@@ -56,6 +56,9 @@ pub use dispatch_core::{
     Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats, ProcessStatus,
     Received, RestartPolicy, ServiceClient, ServiceManifest, Subscription, Topic, Worker,
 };
+pub use dispatch_core::{
+    ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
+};
 pub use dispatch_macros::library_service;
 pub use serde_bytes::ByteBuf;
 
@@ -67,4 +70,5 @@ pub mod prelude {
     pub use crate::{
         events, library_service, Agent, Cluster, ClusterError, Error, Messenger, Topic, Worker,
     };
+    pub use crate::{ConfigSource, SharedConfig};
 }

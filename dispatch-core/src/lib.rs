@@ -23,6 +23,7 @@ mod client;
 mod cluster;
 mod cluster_error;
 mod codec;
+mod config;
 mod control;
 #[cfg(test)]
 mod decoder_props;
@@ -56,6 +57,7 @@ pub use agent::Agent;
 pub use client::ServiceClient;
 pub use cluster::{Cluster, ClusterHandle, LogFormat};
 pub use cluster_error::ClusterError;
+pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned};
 pub use error::Error;
 pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};

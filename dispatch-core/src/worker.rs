@@ -181,9 +181,21 @@ async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, Cluster
         handshake_timeout: Duration::from_millis(init.handshake_timeout_ms),
     };
     let patience = Duration::from_millis(init.worker_ready_timeout_ms);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (ready_tx, cluster_ready) = watch::channel(false);
     let joined = async {
         // Installed first, so a setup step can call the Library.
         let agent = Agent::connect_within(&config, patience).await?.install();
+        // The master's messages from now on: the published values it replays right after the
+        // init message reach the messenger while a setup step waits for them.
+        tokio::spawn(follow_master(
+            receiver,
+            agent,
+            messenger,
+            outbox.clone(),
+            stopping_tx,
+            ready_tx,
+        ));
         for setup in &cluster.worker_setup {
             setup.run().await.map_err(|e| ClusterError::Protocol {
                 message: format!("worker setup failed: {e}"),
@@ -201,16 +213,6 @@ async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, Cluster
             return Err(e);
         }
     };
-    let (stopping_tx, stopping) = watch::channel(false);
-    let (ready_tx, cluster_ready) = watch::channel(false);
-    tokio::spawn(follow_master(
-        receiver,
-        agent,
-        messenger,
-        outbox.clone(),
-        stopping_tx,
-        ready_tx,
-    ));
     let ready = Arc::new(ReadySignal {
         sent: AtomicBool::new(false),
         outbox,

@@ -13,7 +13,8 @@ pub(crate) const CLIENT_METHODS: [&str; 2] = ["with_timeout", "service_name"];
 /// `Agent`'s own methods: an extension method of the same name would be shadowed by them. A
 /// method added to `Agent` later and missing here is still caught, less clearly, by the generated
 /// check that `agent.demo()` returns a `DemoClient`.
-const AGENT_METHODS: [&str; 7] = [
+const AGENT_METHODS: [&str; 8] = [
+    "call_counts",
     "service",
     "worker_id",
     "default_timeout",

@@ -1,0 +1,274 @@
+//! The Library's side: loads the source at start, then validates and publishes every new value
+//! (from the source's watcher, or a `set`), and learns the master's numbering after a restart.
+
+use super::format::{self, ConfigFormat};
+use super::{ConfigError, ConfigSource, Entry, Fallback, Report, SourceKind, Validator, Versioned};
+use crate::messenger::Messenger;
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_bytes::ByteBuf;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How many of its own publications the Library remembers, to match a worker's report against.
+const HISTORY: usize = 64;
+
+/// Validates and publishes values of one configuration, in order.
+pub(crate) struct Publisher<T> {
+    entry: Arc<Entry<T>>,
+    validate: Option<Validator<T>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The canonical JSON of the last value published.
+    last: Option<Vec<u8>>,
+    /// How many distinct values this Library published.
+    published: u64,
+    /// What the master's numbering adds to `published`: 0 for the cluster's first Library, the
+    /// versions published before it for a restarted one (learned from the workers' reports).
+    offset: u64,
+    /// `(published, fingerprint)` of the latest publications.
+    history: VecDeque<(u64, u64)>,
+}
+
+impl<T> Publisher<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn new(entry: Arc<Entry<T>>, validate: Option<Validator<T>>) -> Self {
+        Publisher {
+            entry,
+            validate,
+            state: Mutex::new(State {
+                last: None,
+                published: 0,
+                offset: 0,
+                history: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The version of the Library's current value.
+    pub(crate) fn version(&self) -> u64 {
+        self.entry.cell.version()
+    }
+
+    /// Parses a source's bytes and [`offer`](Publisher::offer)s the value.
+    pub(crate) fn offer_bytes(
+        &self,
+        bytes: &[u8],
+        format: ConfigFormat,
+        origin: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        let value = format
+            .parse::<T>(bytes)
+            .map_err(|message| invalid(origin, message))?;
+        self.offer(value, origin)
+    }
+
+    /// Validates `value` and, if it differs from the current one, publishes it as the next
+    /// version. Returns that version, or `None` for an unchanged value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the value fails the validator or does not survive the
+    /// trip to JSON and back (so the workers could not read it); [`ConfigError::Message`] when
+    /// it cannot be sent (too large, the master gone).
+    pub(crate) fn offer(&self, value: T, origin: &str) -> Result<Option<u64>, ConfigError> {
+        let bytes = format::canonical(&value).map_err(|m| invalid(origin, m))?;
+        // What the workers will decode, so the Library holds exactly what they hold.
+        let value: T = format::decode(&bytes).map_err(|e| {
+            invalid(
+                origin,
+                format!("it does not read back from JSON, so workers could not read it: {e}"),
+            )
+        })?;
+        if let Some(check) = &self.validate {
+            check(&value).map_err(|m| invalid(origin, m))?;
+        }
+        let messenger = Messenger::try_get().ok_or(ConfigError::NotAvailable {
+            type_name: self.entry.type_name,
+        })?;
+        let mut state = self.lock();
+        if state.last.as_deref() == Some(&bytes[..]) {
+            return Ok(None);
+        }
+        let fingerprint = format::fingerprint(&bytes);
+        messenger.publish(&self.entry.topics.value, &ByteBuf::from(bytes.clone()))?;
+        state.published += 1;
+        let version = state.published + state.offset;
+        let published = state.published;
+        state.history.push_back((published, fingerprint));
+        if state.history.len() > HISTORY {
+            state.history.pop_front();
+        }
+        state.last = Some(bytes);
+        // Under the lock, so concurrent offers reach the Library's watches in version order.
+        self.entry.cell.update(Versioned { version, value });
+        drop(state);
+        tracing::info!(
+            config = self.entry.type_name,
+            "config v{version} from {origin}"
+        );
+        Ok(Some(version))
+    }
+
+    /// Logs a rejected candidate: the last good value stays.
+    pub(crate) fn reject(&self, error: &ConfigError) {
+        tracing::error!(
+            config = self.entry.type_name,
+            "{error}; keeping config v{}",
+            self.version()
+        );
+    }
+
+    /// A worker's latest version: if it is one of ours under another number, the master's
+    /// numbering is ahead of ours (this Library is a restarted one), so follow it.
+    fn on_report(&self, report: Report) {
+        let mut state = self.lock();
+        let Some(&(published, _)) = state
+            .history
+            .iter()
+            .rev()
+            .find(|(_, fingerprint)| *fingerprint == report.hash)
+        else {
+            return;
+        };
+        if report.version <= published + state.offset {
+            return;
+        }
+        state.offset = report.version - published;
+        let version = state.published + state.offset;
+        if let Some(value) = state.last.as_deref().and_then(|b| format::decode(b).ok()) {
+            self.entry.cell.renumber(version, value);
+        }
+        tracing::debug!(
+            config = self.entry.type_name,
+            "numbering follows the master's: the current config is v{version}"
+        );
+    }
+}
+
+fn invalid(origin: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    }
+}
+
+/// Loads the configuration in the Library's setup, then starts what keeps it current.
+pub(super) async fn start<T>(
+    entry: Arc<Entry<T>>,
+    source: Arc<ConfigSource<T>>,
+) -> Result<(), ConfigError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let messenger = Messenger::try_get().ok_or(ConfigError::NotAvailable {
+        type_name: entry.type_name,
+    })?;
+    let publisher = Arc::new(Publisher::new(Arc::clone(&entry), source.validate.clone()));
+    if entry.publisher.set(Arc::clone(&publisher)).is_err() {
+        return Ok(()); // Already started in this process.
+    }
+    match &source.kind {
+        SourceKind::Memory(initial) => {
+            let value = owned(initial.as_ref()).map_err(|m| invalid("the initial value", m))?;
+            publisher.offer(value, "the initial value")?;
+        }
+        SourceKind::File(settings) => {
+            let format = source
+                .format
+                .unwrap_or_else(|| ConfigFormat::of_path(&settings.path));
+            super::file::start(&publisher, settings, format, &source).await?;
+        }
+        #[cfg(feature = "redis")]
+        SourceKind::Redis(settings) => {
+            let format = source.format.unwrap_or(ConfigFormat::Json);
+            super::redis::start(&publisher, settings, format, &source).await?;
+        }
+    }
+
+    // `set` from workers.
+    let mut sets = messenger.on(&entry.topics.set);
+    let setter = Arc::clone(&publisher);
+    tokio::spawn(async move {
+        while let Some(msg) = sets.next().await {
+            let origin = format!("SharedConfig::set in the worker with pid {}", msg.from);
+            if !setter.entry.writable {
+                setter.reject(&ConfigError::ReadOnly {
+                    type_name: setter.entry.type_name,
+                    origin: setter.entry.origin.clone(),
+                });
+                continue;
+            }
+            if let Err(e) = setter.offer_bytes(&msg.value, ConfigFormat::Json, &origin) {
+                setter.reject(&e);
+            }
+        }
+    });
+
+    // The workers' versions, asked for once the first value is out: after a Library restart
+    // they tell the master's numbering.
+    let mut reports = messenger.on(&entry.topics.report);
+    let numbering = Arc::clone(&publisher);
+    tokio::spawn(async move {
+        while let Some(msg) = reports.next().await {
+            numbering.on_report(msg.value);
+        }
+    });
+    messenger.send_to_app(&entry.topics.sync, &0)?;
+    Ok(())
+}
+
+/// The source could not be read at start: start with the fallback if there is one, else fail
+/// with `why`.
+pub(super) async fn fallback<T>(
+    publisher: &Publisher<T>,
+    source: &ConfigSource<T>,
+    why: ConfigError,
+) -> Result<(), ConfigError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let (value, origin) = match &source.fallback {
+        None => return Err(why),
+        Some(Fallback::Value(value)) => (owned(value.as_ref()), "the fallback value".to_owned()),
+        Some(Fallback::File(path)) => {
+            let origin = format!("the fallback {}", super::file::origin(path));
+            let value = match super::file::read(path.clone()).await {
+                Ok(bytes) => ConfigFormat::of_path(path).parse(&bytes),
+                Err(e) => Err(e.to_string()),
+            };
+            (value, origin)
+        }
+    };
+    let offered = value
+        .map_err(|m| invalid(&origin, m))
+        .and_then(|v| publisher.offer(v, &origin));
+    match offered {
+        Ok(_) => {
+            tracing::warn!(
+                config = publisher.entry.type_name,
+                "{why}: started with {origin}; the source's first good value will replace it"
+            );
+            Ok(())
+        }
+        Err(e) => Err(ConfigError::Unavailable {
+            origin: source.origin(),
+            message: format!("{why}; and the fallback failed: {e}"),
+        }),
+    }
+}
+
+/// An owned copy of a value, through its JSON.
+fn owned<T: Serialize + DeserializeOwned>(value: &T) -> Result<T, String> {
+    format::decode(&format::canonical(value)?)
+}
