@@ -170,12 +170,17 @@ impl Drop for RedisServer {
 
 /// `SET key value` then `PUBLISH channel`; returns how many subscribers heard the message.
 fn set_and_publish(redis: &mut redis::Connection, value: &str) -> i64 {
+    set(redis, value);
+    publish(redis)
+}
+
+/// `SET` the config key, without telling anyone.
+fn set(redis: &mut redis::Connection, value: &str) {
     redis::cmd("SET")
         .arg(KEY)
         .arg(value)
         .query::<()>(redis)
         .expect("SET");
-    publish(redis)
 }
 
 fn publish(redis: &mut redis::Connection) -> i64 {
@@ -461,11 +466,7 @@ fn every_worker_starts_with_the_config_and_gets_every_change_once() {
     let _serial = serial();
     let redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("hello", 10))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("hello", 10));
     let cluster = start_on(&redis, 2, &[]);
 
     // Each worker's first line is v1: its code ran with the config already there.
@@ -529,11 +530,7 @@ fn two_clusters_on_one_redis_converge_on_every_change() {
     let _serial = serial();
     let redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("one", 1))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("one", 1));
     let a = start_on(&redis, 2, &[]);
     let b = start_on(&redis, 2, &[]);
     a.await_version(1, LIMIT);
@@ -561,11 +558,7 @@ fn redis_killed_and_restarted_keeps_the_last_config_and_rereads_the_key() {
     let _serial = serial();
     let mut redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("before", 1))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("before", 1));
     let cluster = start_on(&redis, 2, &[]);
     cluster.await_version(1, LIMIT);
 
@@ -633,11 +626,7 @@ fn an_invalid_value_is_rejected_by_name_and_the_last_good_one_stays() {
     let _serial = serial();
     let redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("good", 1))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("good", 1));
     let cluster = start_on(&redis, 2, &[]);
     cluster.await_version(1, LIMIT);
 
@@ -716,11 +705,7 @@ fn redis_down_at_start_is_a_clear_error_unless_there_is_a_fallback() {
     assert!(cluster.stderr().contains("started with the fallback value"));
     let redis = RedisServer::on(port);
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("from redis", 1))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("from redis", 1));
     for line in cluster.await_version(2, LIMIT) {
         assert_eq!(line.json, json("from redis", 1));
     }
@@ -732,11 +717,7 @@ fn a_killed_library_comes_back_without_a_new_version() {
     let _serial = serial();
     let redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("first", 1))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("first", 1));
     let cluster = start_on(&redis, 2, &[]);
     cluster.await_version(1, LIMIT);
     set_and_publish(&mut client, &json("steady", 2));
@@ -838,20 +819,12 @@ fn propagation_time_from_publish_to_the_last_worker() {
     const ROUNDS: u64 = 50;
     let redis = RedisServer::start();
     let mut client = redis.client();
-    redis::cmd("SET")
-        .arg(KEY)
-        .arg(json("round", 0))
-        .query::<()>(&mut client)
-        .unwrap();
+    set(&mut client, &json("round", 0));
     let cluster = start_on(&redis, WORKERS, &[]);
     cluster.await_version(1, LIMIT);
     let mut took = Vec::new();
     for round in 1..=ROUNDS {
-        redis::cmd("SET")
-            .arg(KEY)
-            .arg(json("round", round as u32))
-            .query::<()>(&mut client)
-            .unwrap();
+        set(&mut client, &json("round", round as u32));
         let published = Instant::now();
         publish(&mut client);
         let lines = cluster.await_version(round + 1, LIMIT);

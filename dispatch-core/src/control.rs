@@ -186,6 +186,21 @@ impl ControlSender {
     }
 }
 
+/// In a child: takes the control socket the master handed down and reads the master's init
+/// message, the first thing it sends.
+pub(crate) async fn join_master(
+    env: &crate::role::ChildEnv,
+) -> Result<(ControlChannel, ChildInit), ClusterError> {
+    let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
+    let mut control = ControlChannel::new(stream);
+    match control.recv::<ToChild>().await? {
+        Some(ToChild::Init(init)) => Ok((control, init)),
+        other => Err(ClusterError::Protocol {
+            message: format!("expected the init message from the master, got {other:?}"),
+        }),
+    }
+}
+
 /// A child's queue of messages to the master, written by one task in order; sending never
 /// blocks the caller.
 #[derive(Debug, Clone)]

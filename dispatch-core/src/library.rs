@@ -3,7 +3,7 @@
 
 use crate::cluster::ClusterConfig;
 use crate::cluster_error::ClusterError;
-use crate::control::{ControlChannel, ControlWriter, ToChild, ToMaster};
+use crate::control::{ControlWriter, ToChild, ToMaster};
 use crate::messenger::Messenger;
 use crate::role::ChildEnv;
 use crate::server::{self, ServeConfig};
@@ -27,16 +27,7 @@ pub(crate) async fn run(env: ChildEnv, cluster: &ClusterConfig) -> i32 {
 }
 
 async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterError> {
-    let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
-    let mut control = ControlChannel::new(stream);
-    let init = match control.recv::<ToChild>().await? {
-        Some(ToChild::Init(init)) => init,
-        other => {
-            return Err(ClusterError::Protocol {
-                message: format!("expected the init message from the master, got {other:?}"),
-            })
-        }
-    };
+    let (control, init) = crate::control::join_master(&env).await?;
     let config = ServeConfig::from_init(&init);
     let (sender, mut receiver) = control.split();
     let outbox = ControlWriter::spawn(sender);

@@ -3,7 +3,7 @@
 use crate::agent::{Agent, AgentConfig};
 use crate::cluster::ClusterConfig;
 use crate::cluster_error::ClusterError;
-use crate::control::{ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster};
+use crate::control::{ControlReceiver, ControlWriter, ToChild, ToMaster};
 use crate::messenger::Messenger;
 use crate::role::ChildEnv;
 use std::future::Future;
@@ -158,17 +158,8 @@ where
 /// Takes the control socket and the listeners, connects the Agent, reports ready (unless the
 /// application does), and starts the tasks that carry the master's messages.
 async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, ClusterError> {
-    let stream = crate::spawn::inherited_control(env.control_fd, env.master_pid)?;
+    let (control, init) = crate::control::join_master(env).await?;
     let listeners = crate::listeners::inherited(env.listen_fds)?;
-    let mut control = ControlChannel::new(stream);
-    let init = match control.recv::<ToChild>().await? {
-        Some(ToChild::Init(init)) => init,
-        other => {
-            return Err(ClusterError::Protocol {
-                message: format!("expected the init message from the master, got {other:?}"),
-            })
-        }
-    };
     let (sender, receiver) = control.split();
     let outbox = ControlWriter::spawn(sender);
     let messenger = Messenger::install(outbox.clone());
