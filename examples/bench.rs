@@ -84,6 +84,29 @@ impl Demo {
     pub fn arrivals(&self) -> u64 {
         self.arrivals.load(Ordering::SeqCst)
     }
+    /// messages: sends `count` messages to every worker, each carrying its send time.
+    pub fn blast(&self, count: u64) {
+        tokio::spawn(async move {
+            let messenger = Messenger::get();
+            for _ in 0..count {
+                if messenger.send_to_app(&TICK, &now_ns()).is_err() {
+                    return;
+                }
+                // Let the control writer drain as we go, as a busy service would.
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+}
+
+/// messages: one message, its send time (wall clock, ns): comparable across processes.
+const TICK: Topic<u64> = Topic::new("bench-tick");
+
+/// Now, in ns since the epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// What this process is, from `--role` (absent: the driver).
@@ -110,12 +133,13 @@ enum Workload {
     Startup,
     Rss,
     Recovery,
+    Messages,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them (floors first: the others are compared to
     /// them).
-    const ALL: [Workload; 8] = [
+    const ALL: [Workload; 9] = [
         Workload::Floor,
         Workload::FloorPipelined,
         Workload::W1,
@@ -124,6 +148,7 @@ impl Workload {
         Workload::Startup,
         Workload::Rss,
         Workload::Recovery,
+        Workload::Messages,
     ];
 
     fn name(self) -> &'static str {
@@ -136,6 +161,7 @@ impl Workload {
             Workload::Startup => "startup",
             Workload::Rss => "rss",
             Workload::Recovery => "recovery",
+            Workload::Messages => "messages",
         }
     }
 
@@ -153,7 +179,11 @@ impl Workload {
     fn takes_workers(self) -> bool {
         matches!(
             self,
-            Workload::W2 | Workload::FloorPipelined | Workload::Startup | Workload::Rss
+            Workload::W2
+                | Workload::FloorPipelined
+                | Workload::Startup
+                | Workload::Rss
+                | Workload::Messages
         )
     }
 
@@ -287,7 +317,7 @@ impl Job {
     fn new(workload: Workload, args: &Args) -> Job {
         let (workers, inflight) = match workload {
             Workload::W2 | Workload::FloorPipelined | Workload::Rss => (2, 32),
-            Workload::Startup => (2, 0),
+            Workload::Startup | Workload::Messages => (2, 0),
             _ => (1, 1),
         };
         let workers = if workload.takes_workers() {

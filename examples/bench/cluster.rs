@@ -3,10 +3,11 @@
 //! `BENCH error=…` when it cannot measure.
 
 use crate::measure::{self, Plan};
-use crate::{DemoAgentExt, Job, Workload};
+use crate::{now_ns, DemoAgentExt, Job, Workload, TICK};
 use anyhow::{bail, ensure, Context, Result};
 use dispatch::prelude::*;
 use dispatch::ByteBuf;
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 /// Plays this process's role in the job's cluster. Returns in the master only.
@@ -59,6 +60,7 @@ async fn work(worker: &Worker, job: &Job) -> Result<Option<String>> {
         Workload::Startup => Ok((worker.id() == 0).then(|| "ready=1".to_owned())),
         Workload::Rss => rss(worker, job).await,
         Workload::Recovery => recovery(worker).await.map(Some),
+        Workload::Messages => messages(worker, job).await.map(Some),
         Workload::Floor | Workload::FloorPipelined => bail!("the floor runs without a cluster"),
     }
 }
@@ -210,4 +212,39 @@ async fn recovery(worker: &Worker) -> Result<String> {
             Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
+}
+
+/// messages: the Library sends `--calls` messages to every worker (`send_to_app`, routed by
+/// the master); each worker reports how fast they arrived (first to last) and each one's
+/// latency from send to receipt. CPU: the master's, which routes them.
+async fn messages(worker: &Worker, job: &Job) -> Result<String> {
+    let count = job.calls.max(1);
+    let mut ticks = worker.messenger().on(&TICK);
+    // Everyone subscribed before the first message is sent.
+    Agent::get().demo().arrive().await?;
+    wait_for_arrivals(job.workers as u64).await?;
+    let master = nix::unistd::getppid().as_raw() as u32;
+    let cpu = measure::CpuMeter::start(master)?;
+    if worker.id() == 0 {
+        Agent::get().demo().blast(count).await?;
+    }
+    let mut latencies = Vec::with_capacity(count as usize);
+    let mut first = None;
+    for _ in 0..count {
+        let tick = tokio::time::timeout(Duration::from_secs(30), ticks.next())
+            .await
+            .context("messages stopped arriving")?
+            .context("the subscription ended")?;
+        first.get_or_insert_with(Instant::now);
+        latencies.push(now_ns().saturating_sub(tick.value));
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(format!(
+        "calls={count} secs={secs:.6} p50_ns={} p99_ns={} {}",
+        at(0.50),
+        at(0.99),
+        cpu.line()?
+    ))
 }
