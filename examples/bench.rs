@@ -211,6 +211,8 @@ struct Args {
     warmup: u64,
     pin: Option<usize>,
     json: bool,
+    /// The Library's per-method metrics (on unless `--no-metrics`).
+    metrics: bool,
     /// Floor roles: the server's socket.
     socket: Option<PathBuf>,
     /// Child roles: the driver's pid, to die with it.
@@ -220,7 +222,7 @@ struct Args {
 const USAGE: &str =
     "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|startup|rss|recovery|all] \
 [--workers N] [--inflight C] [--duration-secs S] [--payload BYTES] [--calls N] [--warmup N] \
-[--pin CPU] [--json]";
+[--pin CPU] [--json] [--no-metrics]";
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -235,12 +237,17 @@ impl Args {
             warmup: 2_000,
             pin: None,
             json: false,
+            metrics: true,
             socket: None,
             parent: None,
         };
         while let Some(flag) = args.next() {
             if flag == "--json" {
                 parsed.json = true;
+                continue;
+            }
+            if flag == "--no-metrics" {
+                parsed.metrics = false;
                 continue;
             }
             if flag == "--help" || flag == "-h" {
@@ -310,6 +317,8 @@ struct Job {
     duration: Duration,
     calls: u64,
     warmup: u64,
+    /// The Library keeps per-method metrics.
+    metrics: bool,
 }
 
 impl Job {
@@ -342,6 +351,7 @@ impl Job {
             duration: args.duration,
             calls: args.calls,
             warmup: args.warmup,
+            metrics: args.metrics,
         }
     }
 
@@ -388,6 +398,9 @@ impl Job {
         ];
         if self.inflight > 0 {
             args.extend(["--inflight".into(), self.inflight.to_string()]);
+        }
+        if !self.metrics {
+            args.push("--no-metrics".into());
         }
         args
     }

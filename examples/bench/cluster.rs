@@ -20,6 +20,7 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
     }
     Cluster::new()
         .workers(job.workers)
+        .method_metrics(job.metrics)
         .grace_period(Duration::from_secs(2))
         .run(move |worker: Worker| async move {
             worker.cluster_ready().await;
