@@ -791,6 +791,12 @@ fn an_in_memory_config_set_by_a_worker_reaches_every_worker() {
         "config v2 from SharedConfig::set in the worker with pid",
         LIMIT,
     );
+    // A value set at run time outlives a Library crash: the restarted Library resumes from
+    // it instead of publishing its initial value again.
+    let library = support::pid_after(&cluster.stderr(), "started the library").expect("pid");
+    kill(Pid::from_raw(library), Signal::SIGKILL).expect("kill the Library");
+    cluster.await_log("resumed config v2 from before the restart", LIMIT);
+    assert_no_new_version(&cluster, 2, Duration::from_millis(300));
     cluster.stop();
 
     // An invalid value set by a worker is rejected in the Library, which says where it came

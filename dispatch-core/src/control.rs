@@ -106,6 +106,9 @@ pub(crate) struct ChildInit {
     pub(crate) worker_ready_timeout_ms: u64,
     /// Whether the Library keeps per-method metrics.
     pub(crate) method_metrics: bool,
+    /// The latest value of every published topic, so the child has them before any of its
+    /// setup runs: a restarted Library resumes from them, a worker starts with them.
+    pub(crate) published: Vec<Incoming>,
 }
 
 /// Child → master.

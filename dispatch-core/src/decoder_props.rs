@@ -183,7 +183,8 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         // build of this test, and `seeds_are_real_frames` says which seed to update.
         //
         // ToChild::Init(ChildInit { token, library_socket, max_frame, call_timeout_ms,
-        // handshake_timeout_ms, max_in_flight, worker_ready_timeout_ms, method_metrics }).
+        // handshake_timeout_ms, max_in_flight, worker_ready_timeout_ms, method_metrics,
+        // published: [Incoming { from, topic, payload, version }] }).
         (
             Kind::ToChild,
             enc(&(
@@ -196,6 +197,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
                 1024_u32,
                 30_000_u64,
                 true,
+                vec![(4242_u32, "config", Bytes(&[1, 2, 3]), 3_u64)],
             )),
         ),
         (Kind::ToChild, enc(&ToChild::ClusterReady)),

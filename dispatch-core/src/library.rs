@@ -27,12 +27,13 @@ pub(crate) async fn run(env: ChildEnv, cluster: &ClusterConfig) -> i32 {
 }
 
 async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterError> {
-    let (control, init) = crate::control::join_master(&env).await?;
+    let (control, mut init) = crate::control::join_master(&env).await?;
     let config = ServeConfig::from_init(&init);
     let (sender, mut receiver) = control.split();
     let outbox = ControlWriter::spawn(sender);
     // Services may send messages from their init already.
     let messenger = Messenger::install(outbox.clone());
+    messenger.preload(std::mem::take(&mut init.published));
     let started = async {
         for setup in &cluster.library_setup {
             setup

@@ -338,6 +338,13 @@ impl Messenger {
         }
     }
 
+    /// Takes the published values the master handed over in the init message.
+    pub(crate) fn preload(&self, published: Vec<Incoming>) {
+        for incoming in published {
+            self.deliver(incoming);
+        }
+    }
+
     /// Takes the master's messenger messages (deliveries, acknowledgements, membership);
     /// returns any other message for the caller to handle.
     pub(crate) fn handle(&self, msg: ToChild) -> Option<ToChild> {

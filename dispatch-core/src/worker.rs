@@ -158,11 +158,12 @@ where
 /// Takes the control socket and the listeners, connects the Agent, reports ready (unless the
 /// application does), and starts the tasks that carry the master's messages.
 async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, ClusterError> {
-    let (control, init) = crate::control::join_master(env).await?;
+    let (control, mut init) = crate::control::join_master(env).await?;
     let listeners = crate::listeners::inherited(env.listen_fds)?;
     let (sender, receiver) = control.split();
     let outbox = ControlWriter::spawn(sender);
     let messenger = Messenger::install(outbox.clone());
+    messenger.preload(std::mem::take(&mut init.published));
     let config = AgentConfig {
         socket: init.library_socket.clone(),
         token: init.token.clone(),

@@ -120,6 +120,39 @@ where
         Ok(Some(version))
     }
 
+    /// A restarted Library: takes the value the workers hold (the master handed it over) as
+    /// the current one, under its version, so numbering goes on and an unchanged source
+    /// publishes nothing. Returns whether there was one.
+    fn resume(&self, messenger: &Messenger) -> bool {
+        let Some(latest) = messenger.latest(&self.entry.topics.value) else {
+            return false;
+        };
+        let bytes = latest.value.into_vec();
+        let Ok(value) = format::decode::<T>(&bytes) else {
+            return false;
+        };
+        let mut state = self.lock();
+        state.offset = latest.version;
+        state.history.push_back((0, format::fingerprint(&bytes)));
+        state.last = Some(bytes);
+        self.entry.cell.update(Versioned {
+            version: latest.version,
+            value,
+        });
+        drop(state);
+        tracing::info!(
+            config = self.entry.type_name,
+            "resumed config v{} from before the restart",
+            latest.version
+        );
+        true
+    }
+
+    /// Whether the Library holds a value (resumed or loaded).
+    pub(crate) fn has_value(&self) -> bool {
+        self.lock().last.is_some()
+    }
+
     /// Logs a rejected candidate: the last good value stays.
     pub(crate) fn reject(&self, error: &ConfigError) {
         tracing::error!(
@@ -178,7 +211,10 @@ where
     if entry.publisher.set(Arc::clone(&publisher)).is_err() {
         return Ok(()); // Already started in this process.
     }
+    let resumed = publisher.resume(messenger);
     match &source.kind {
+        // A value set at run time outlives a Library restart: the initial one is only the first.
+        SourceKind::Memory(_) if resumed => {}
         SourceKind::Memory(initial) => {
             let value = owned(initial.as_ref()).map_err(|m| invalid("the initial value", m))?;
             publisher.offer(value, "the initial value")?;
@@ -238,6 +274,15 @@ pub(super) async fn fallback<T>(
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
+    if publisher.has_value() {
+        // A restarted Library keeps what the workers hold while the source is down.
+        tracing::warn!(
+            config = publisher.entry.type_name,
+            "{why}: keeping config v{} from before the restart; the source's next good value will replace it",
+            publisher.version()
+        );
+        return Ok(());
+    }
     let (value, origin) = match &source.fallback {
         None => return Err(why),
         Some(Fallback::Value(value)) => (owned(value.as_ref()), "the fallback value".to_owned()),

@@ -45,6 +45,7 @@ pub(crate) async fn run(
         max_in_flight: config.max_in_flight,
         worker_ready_timeout_ms: millis(config.worker_ready_timeout),
         method_metrics: config.method_metrics,
+        published: Vec::new(),
     };
     let mut master = Master::new(config, init, dir, listeners, commands)?;
     let result = master.supervise().await;
@@ -663,8 +664,9 @@ impl Master {
         let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
         let pid = handle.pid;
         tracing::info!(pid, "started the {}", kind.label());
-        handle.send(ToChild::Init(self.init.clone()));
-        let is_worker = kind != ChildKind::Library;
+        let mut init = self.init.clone();
+        init.published = self.published();
+        handle.send(ToChild::Init(init));
         self.procs.insert(
             pid,
             Proc {
@@ -678,9 +680,6 @@ impl Master {
         );
         if part == Part::Current {
             self.slot_mut(kind).current = Some(pid);
-        }
-        if is_worker {
-            self.replay_published(pid);
         }
         self.schedule(ready_timeout(&self.config, kind), Timer::ReadyDeadline(pid));
         Ok(pid)

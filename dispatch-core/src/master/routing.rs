@@ -1,6 +1,6 @@
 //! Message routing in the master: targets resolved to slots (the Library, worker `i`), each
 //! slot with a bounded mailbox that holds messages while its process starts or restarts,
-//! published values replayed to workers that start later, the membership list, and the
+//! published values handed to every process that starts later, the membership list, and the
 //! cluster's lifecycle events.
 //!
 //! Order per sender and receiver holds: a sender's messages arrive in order on its control
@@ -183,13 +183,9 @@ impl Master {
         queue.push_back(msg);
     }
 
-    /// A new worker, right after its init message: every published value, so it has them
-    /// before its application code runs (its setup may wait for one).
-    pub(super) fn replay_published(&mut self, pid: u32) {
-        let replay: Vec<Incoming> = self.mail.retained.values().cloned().collect();
-        for msg in replay {
-            self.send(pid, ToChild::Deliver(msg));
-        }
+    /// The latest value of every published topic, for a new process's init message.
+    pub(super) fn published(&self) -> Vec<Incoming> {
+        self.mail.retained.values().cloned().collect()
     }
 
     /// A process just became ready (or took over its slot): the membership, then its slot's
