@@ -20,6 +20,12 @@ use tokio::sync::{watch, Notify};
 
 static AGENT: OnceCell<Agent> = OnceCell::new();
 
+/// A call's tarpc context, built once: `context::current()` looks up the current span and its
+/// OpenTelemetry context on every call (measurable at 300k calls/s), and the Agent sets only
+/// the deadline (tarpc gives each call its own trace ids anyway).
+static CONTEXT: once_cell::sync::Lazy<tarpc::context::Context> =
+    once_cell::sync::Lazy::new(tarpc::context::current);
+
 /// A worker's connection to the Library. Every generated stub calls through it:
 /// `Agent::get().demo().get_name().await`.
 ///
@@ -175,7 +181,7 @@ impl Agent {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let _running = crate::metrics::InFlight::start(&self.in_flight);
         let link = self.current_link(deadline, timeout).await?;
-        let mut ctx = tarpc::context::current();
+        let mut ctx = *CONTEXT;
         ctx.deadline = deadline;
         let request = CallRequest {
             service: service.to_owned(),
