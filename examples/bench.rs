@@ -47,6 +47,8 @@ use std::time::Duration;
 
 #[path = "bench/cluster.rs"]
 mod cluster;
+#[path = "bench/config.rs"]
+mod config;
 #[path = "bench/driver.rs"]
 mod driver;
 #[path = "bench/floor.rs"]
@@ -134,12 +136,13 @@ enum Workload {
     Rss,
     Recovery,
     Messages,
+    Config,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them (floors first: the others are compared to
     /// them).
-    const ALL: [Workload; 9] = [
+    const ALL: [Workload; 10] = [
         Workload::Floor,
         Workload::FloorPipelined,
         Workload::W1,
@@ -149,6 +152,7 @@ impl Workload {
         Workload::Rss,
         Workload::Recovery,
         Workload::Messages,
+        Workload::Config,
     ];
 
     fn name(self) -> &'static str {
@@ -162,6 +166,7 @@ impl Workload {
             Workload::Rss => "rss",
             Workload::Recovery => "recovery",
             Workload::Messages => "messages",
+            Workload::Config => "config",
         }
     }
 
@@ -213,6 +218,8 @@ struct Args {
     json: bool,
     /// The Library's per-method metrics (on unless `--no-metrics`).
     metrics: bool,
+    /// config: the driver's redis-server.
+    redis: Option<String>,
     /// Floor roles: the server's socket.
     socket: Option<PathBuf>,
     /// Child roles: the driver's pid, to die with it.
@@ -222,7 +229,7 @@ struct Args {
 const USAGE: &str =
     "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|startup|rss|recovery|all] \
 [--workers N] [--inflight C] [--duration-secs S] [--payload BYTES] [--calls N] [--warmup N] \
-[--pin CPU] [--json] [--no-metrics]";
+[--pin CPU] [--json] [--no-metrics] (workloads also: messages, config)";
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -238,6 +245,7 @@ impl Args {
             pin: None,
             json: false,
             metrics: true,
+            redis: None,
             socket: None,
             parent: None,
         };
@@ -292,6 +300,7 @@ impl Args {
                     }
                 }
                 "--socket" => parsed.socket = Some(PathBuf::from(value)),
+                "--redis" => parsed.redis = Some(value),
                 "--parent" => parsed.parent = Some(number()? as i32),
                 other => bail!("unknown option {other}\n{USAGE}"),
             }
@@ -326,7 +335,7 @@ impl Job {
     fn new(workload: Workload, args: &Args) -> Job {
         let (workers, inflight) = match workload {
             Workload::W2 | Workload::FloorPipelined | Workload::Rss => (2, 32),
-            Workload::Startup | Workload::Messages => (2, 0),
+            Workload::Startup | Workload::Messages | Workload::Config => (2, 0),
             _ => (1, 1),
         };
         let workers = if workload.takes_workers() {

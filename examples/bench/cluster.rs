@@ -18,13 +18,18 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
     if std::env::var_os("DISPATCH_ROLE").is_none() {
         crate::die_with_parent(args.parent)?;
     }
-    Cluster::new()
+    let redis = args.redis.clone();
+    let mut cluster = Cluster::new()
         .workers(job.workers)
-        .method_metrics(job.metrics)
+        .method_metrics(job.metrics);
+    if let (Workload::Config, Some(url)) = (job.workload, &redis) {
+        cluster = cluster.shared_config(crate::config::source(url));
+    }
+    cluster
         .grace_period(Duration::from_secs(2))
         .run(move |worker: Worker| async move {
             worker.cluster_ready().await;
-            match work(&worker, &job).await {
+            match work(&worker, &job, redis.as_deref()).await {
                 Ok(Some(line)) => {
                     println!("BENCH worker={} {line}", worker.id());
                     Ok(())
@@ -41,7 +46,7 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
 }
 
 /// One worker's part of the job: the line to print, if this worker prints one.
-async fn work(worker: &Worker, job: &Job) -> Result<Option<String>> {
+async fn work(worker: &Worker, job: &Job, redis: Option<&str>) -> Result<Option<String>> {
     match job.workload {
         Workload::W1 | Workload::W2 => {
             let name = Agent::get().demo().get_name().await?;
@@ -62,6 +67,10 @@ async fn work(worker: &Worker, job: &Job) -> Result<Option<String>> {
         Workload::Rss => rss(worker, job).await,
         Workload::Recovery => recovery(worker).await.map(Some),
         Workload::Messages => messages(worker, job).await.map(Some),
+        Workload::Config => {
+            let url = redis.context("the config workload runs with --redis URL")?;
+            crate::config::work(worker, job, url).await.map(Some)
+        }
         Workload::Floor | Workload::FloorPipelined => bail!("the floor runs without a cluster"),
     }
 }
@@ -106,6 +115,12 @@ async fn rss(worker: &Worker, job: &Job) -> Result<Option<String>> {
     let line = cluster_memory(library)?;
     demo().arrive().await?;
     Ok(Some(line))
+}
+
+/// Arrives and waits until `workers` have.
+pub(crate) async fn barrier(workers: u64) -> Result<()> {
+    Agent::get().demo().arrive().await?;
+    wait_for_arrivals(workers).await
 }
 
 async fn wait_for_arrivals(n: u64) -> Result<()> {
@@ -222,8 +237,7 @@ async fn messages(worker: &Worker, job: &Job) -> Result<String> {
     let count = job.calls.max(1);
     let mut ticks = worker.messenger().on(&TICK);
     // Everyone subscribed before the first message is sent.
-    Agent::get().demo().arrive().await?;
-    wait_for_arrivals(job.workers as u64).await?;
+    barrier(job.workers as u64).await?;
     let master = nix::unistd::getppid().as_raw() as u32;
     let cpu = measure::CpuMeter::start(master)?;
     if worker.id() == 0 {

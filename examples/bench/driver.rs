@@ -105,6 +105,7 @@ async fn run_job(job: Job) -> Row {
         Workload::Floor | Workload::FloorPipelined => floor(job).await,
         Workload::W1 | Workload::W2 | Workload::W3 => calls(job).await,
         Workload::Messages => messages(job).await,
+        Workload::Config => config(job).await,
         Workload::Startup => startup(job).await,
         Workload::Rss => rss(job).await,
         Workload::Recovery => recovery(job).await,
@@ -133,6 +134,23 @@ async fn messages(job: Job) -> Result<Row> {
         "{} messages sent by the Library to each of {} workers; msgs/s summed over the workers; \
          p50/p99: send → receipt, which under this flood is the queueing delay; srv cpu: the master's (it routes them)",
         job.calls, job.workers
+    )];
+    Ok(row)
+}
+
+/// A Redis SET+PUBLISH → the worker's config update, with the driver's own redis-server.
+async fn config(job: Job) -> Result<Row> {
+    let redis = crate::config::Redis::start()?;
+    let mut args = job.child_args("cluster");
+    args.extend(["--redis".into(), redis.url.clone()]);
+    let mut master = Proc::spawn(args, None)?;
+    let done = master.finish_within(time_limit(&job)).await?;
+    done.check()?;
+    let mut row = Row::calls(job, &done.reports, job.workers)?;
+    row.details = vec![format!(
+        "{} changes 20 ms apart, SET+PUBLISH → the worker's SharedConfig update; p50/p99: the \
+         slowest worker's (calls/s: changes seen per second, paced by the sender)",
+        job.calls.clamp(1, 100)
     )];
     Ok(row)
 }
