@@ -391,6 +391,10 @@ async fn open_link(
                 message: reason,
             }))
         }
+        // The Library is at its connection cap: a slot may free up, so try again.
+        Welcome::Busy(reason) => {
+            return Err(transient(ClusterError::Handshake { message: reason }))
+        }
     };
     let local = Manifest::local();
     if manifest.fingerprint() != local.fingerprint() {

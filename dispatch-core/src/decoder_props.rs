@@ -178,6 +178,12 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
             Kind::Welcome,
             enc(&Welcome::Refused("wrong cluster token".into())),
         ),
+        (
+            Kind::Welcome,
+            enc(&Welcome::Busy(
+                "the library already serves its maximum of 2 connections".into(),
+            )),
+        ),
         // The control messages change as the cluster learns new tricks, so they are written
         // field by field, with each variant's index: a change of layout does not break the
         // build of this test, and `seeds_are_real_frames` says which seed to update.

@@ -674,6 +674,7 @@ async fn handshake(
     });
     let welcome = match &accepted {
         Ok(_) => Welcome::Accepted(manifest.clone()),
+        Err(refusal @ Refusal::Full { .. }) => Welcome::Busy(refusal.to_string()),
         Err(refusal) => Welcome::Refused(refusal.to_string()),
     };
     let bytes = crate::codec::encode(&welcome)

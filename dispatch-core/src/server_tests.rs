@@ -742,6 +742,33 @@ async fn the_connection_cap_refuses_with_a_reason() {
     lib.agent().await;
 }
 
+/// A worker turned away by the cap is told the Library is busy, retries, and gets in as soon
+/// as a connection leaves (instead of exiting).
+#[tokio::test]
+async fn a_worker_refused_by_the_cap_retries_until_a_slot_frees() {
+    let mut config = serve_config();
+    config.max_connections = 1;
+    let lib = Lib::start(config).await;
+    let first = authenticated(&lib, 1).await;
+    let agent_config = lib.agent_config(TOKEN);
+    let waiting =
+        tokio::spawn(
+            async move { Agent::connect_within(&agent_config, Duration::from_secs(5)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the worker gave up instead of retrying"
+    );
+    drop(first);
+    let agent = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the worker got in once a slot freed")
+        .expect("task")
+        .expect("connected");
+    assert!(agent.is_connected());
+}
+
 /// A raw connection that completed its handshake as worker `worker_id`.
 async fn authenticated(lib: &Lib, worker_id: u32) -> Framed<UnixStream, LengthDelimitedCodec> {
     let mut framed = wire::framed(lib.raw().await, 1 << 17);

@@ -57,8 +57,10 @@ pub(crate) enum Welcome {
     /// Accepted: from now on the connection carries tarpc frames. The manifest lets the Agent
     /// check that it was built with the same services.
     Accepted(crate::manifest::Manifest),
-    /// Refused, with the reason.
+    /// Refused, with the reason: retrying cannot help.
     Refused(String),
+    /// Not now: the Library serves as many connections as it may. Worth retrying.
+    Busy(String),
 }
 
 /// One call: `service.method(args)`.

@@ -8,13 +8,18 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// The largest admin message (a status with many methods fits easily).
 const MAX_FRAME: usize = 4 << 20;
+/// Admin connections served at once; more are closed at once (an operator's tool opens one).
+const MAX_CONNECTIONS: usize = 16;
+/// How long a client has to send its request, and the master to send its answer.
+const IO_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(crate) fn framed(stream: UnixStream) -> Framed<UnixStream, LengthDelimitedCodec> {
     let codec = LengthDelimitedCodec::builder()
@@ -40,12 +45,24 @@ pub(crate) fn start(
         .map_err(|e| ClusterError::io("cannot restrict the admin socket to its owner", e))?;
     std::fs::write(dir.join(NAME_FILE), name)
         .map_err(|e| ClusterError::io("cannot write the cluster's name", e))?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, commands.clone()));
-                }
+                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => {
+                        let commands = commands.clone();
+                        tokio::spawn(async move {
+                            serve(stream, commands).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::debug!(
+                            "closed an admin connection: {MAX_CONNECTIONS} are being served"
+                        );
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("accept failed on the admin socket: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -70,8 +87,7 @@ async fn serve(stream: UnixStream, commands: mpsc::UnboundedSender<Command>) {
         }
     }
     let mut framed = framed(stream);
-    let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(5), framed.next()).await
-    else {
+    let Ok(Some(Ok(frame))) = tokio::time::timeout(IO_DEADLINE, framed.next()).await else {
         return;
     };
     let response = match crate::codec::decode::<Request>(&frame) {
@@ -79,7 +95,7 @@ async fn serve(stream: UnixStream, commands: mpsc::UnboundedSender<Command>) {
         Err(e) => Response::Refused(format!("undecodable request: {e}")),
     };
     if let Ok(bytes) = crate::codec::encode(&response) {
-        let _ = framed.send(Bytes::from(bytes)).await;
+        let _ = tokio::time::timeout(IO_DEADLINE, framed.send(Bytes::from(bytes))).await;
     }
 }
 
