@@ -75,9 +75,8 @@ fn send_to_reaches_one_pid_and_an_unknown_pid_is_an_error() {
 
 #[test]
 fn a_published_value_survives_library_restarts_and_membership_follows_restarts() {
-    let state = std::env::temp_dir().join(format!("dispatch-versions-{}", std::process::id()));
-    let _ = std::fs::remove_file(&state);
-    let state_str = state.to_string_lossy().into_owned();
+    let state = support::TempPath::new("dispatch-versions");
+    let state_str = state.as_str();
     let cluster = support::Cluster::start(
         &["versions", "--workers", "2"],
         &[("FIXTURE_STATE_FILE", &state_str)],
@@ -135,7 +134,6 @@ fn a_published_value_survives_library_restarts_and_membership_follows_restarts()
 
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(20));
-    let _ = std::fs::remove_file(&state);
     run.assert_success();
     // The replacement's first value was the latest (v2), never the stale v1.
     let replacement_versions: Vec<&str> = run

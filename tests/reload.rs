@@ -66,9 +66,8 @@ fn a_rolling_reload_under_load_loses_no_request() {
 
 #[test]
 fn a_replacement_that_never_becomes_ready_aborts_the_reload_and_the_old_worker_keeps_serving() {
-    let hang = std::env::temp_dir().join(format!("dispatch-hang-{}", std::process::id()));
-    let _ = std::fs::remove_file(&hang);
-    let hang_str = hang.to_string_lossy().into_owned();
+    let hang = support::TempPath::new("dispatch-hang");
+    let hang_str = hang.as_str();
     let cluster = support::Cluster::start(
         &[
             "http",
@@ -83,7 +82,7 @@ fn a_replacement_that_never_becomes_ready_aborts_the_reload_and_the_old_worker_k
     );
     let addr = cluster.listen_addr();
     // From now on, new workers hang before they are ready.
-    std::fs::write(&hang, b"hang").expect("marker");
+    std::fs::write(&hang.0, b"hang").expect("marker");
     let load = Load::start(&addr, 2);
     cluster.signal(Signal::SIGHUP);
     cluster.await_log("reload aborted", 1, Duration::from_secs(20));
@@ -92,7 +91,6 @@ fn a_replacement_that_never_becomes_ready_aborts_the_reload_and_the_old_worker_k
     let report = load.stop();
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(20));
-    let _ = std::fs::remove_file(&hang);
     run.assert_success();
     assert!(report.failed().is_empty(), "{:?}", report.failed());
     assert!(

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 #[test]
 fn a_crashed_worker_is_restarted_and_the_cluster_keeps_running() {
-    let marker = std::env::temp_dir().join(format!("dispatch-crash-once-{}", std::process::id()));
-    let _ = std::fs::remove_file(&marker);
-    let marker_str = marker.to_string_lossy().into_owned();
+    let marker = support::TempPath::new("dispatch-crash-once");
+    let marker_str = marker.as_str();
     let cluster = support::Cluster::start(
         &["flaky", "--workers", "2", "--crash-after-ms", "200"],
         &[("FIXTURE_CRASH_ONCE", &marker_str)],
@@ -17,7 +16,6 @@ fn a_crashed_worker_is_restarted_and_the_cluster_keeps_running() {
     cluster.await_stdout("RESULT flaky_restarted", 1, Duration::from_secs(20));
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(20));
-    let _ = std::fs::remove_file(&marker);
     run.assert_success();
     // The exit is logged with its code, and the restart is immediate the first time.
     assert!(

@@ -145,6 +145,7 @@ fn status_metrics_reload_and_stop_through_the_tool() {
 #[test]
 fn the_tools_errors_are_clear() {
     let empty = std::env::temp_dir().join(format!("dispatchctl-empty-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(empty.clone());
     std::fs::create_dir_all(&empty).expect("temp dir");
     let empty_str = empty.to_string_lossy().into_owned();
     let env = [
@@ -180,5 +181,13 @@ fn the_tools_errors_are_clear() {
     } else {
         println!("not root: cannot make a directory of another user, the permission case is not exercised");
     }
-    let _ = std::fs::remove_dir_all(&empty);
+}
+
+/// Removes a test's directory when the test ends, passed or failed.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -318,3 +318,27 @@ pub fn pid_after(log: &str, needle: &str) -> Option<i32> {
         .and_then(|line| field(line, "pid"))
         .and_then(|p| p.parse().ok())
 }
+
+/// A path in the temp dir named for this test process, removed when dropped (passed or failed).
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// `<temp dir>/<prefix>-<pid>`, not created, anything there removed first.
+    pub fn new(prefix: &str) -> TempPath {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    /// The path as a string, for environment variables.
+    pub fn as_str(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
