@@ -109,6 +109,9 @@ pub(crate) struct ChildInit {
     /// The latest value of every published topic, so the child has them before any of its
     /// setup runs: a restarted Library resumes from them, a worker starts with them.
     pub(crate) published: Vec<Incoming>,
+    /// The cluster's live processes when the child was started: a restarted Library knows every
+    /// worker before it serves its first call (egg#1743).
+    pub(crate) members: Members,
 }
 
 /// Child → master.

@@ -190,7 +190,8 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         //
         // ToChild::Init(ChildInit { token, library_socket, max_frame, call_timeout_ms,
         // handshake_timeout_ms, max_in_flight, worker_ready_timeout_ms, method_metrics,
-        // published: [Incoming { from, topic, payload, version }] }).
+        // published: [Incoming { from, topic, payload, version }],
+        // members: Members { library, workers } }).
         (
             Kind::ToChild,
             enc(&(
@@ -204,6 +205,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
                 30_000_u64,
                 true,
                 vec![(4242_u32, "config", Bytes(&[1, 2, 3]), 3_u64)],
+                (Some(100_u32), vec![(0_u32, 101_u32), (1, 102)]),
             )),
         ),
         (Kind::ToChild, enc(&ToChild::ClusterReady)),

@@ -33,7 +33,10 @@ async fn serve(env: ChildEnv, cluster: &ClusterConfig) -> Result<(), ClusterErro
     let outbox = ControlWriter::spawn(sender);
     // Services may send messages from their init already.
     let messenger = Messenger::install(outbox.clone());
-    messenger.preload(std::mem::take(&mut init.published));
+    messenger.preload(
+        std::mem::take(&mut init.members),
+        std::mem::take(&mut init.published),
+    );
     let started = async {
         for setup in &cluster.library_setup {
             setup

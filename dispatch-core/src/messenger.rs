@@ -338,8 +338,10 @@ impl Messenger {
         }
     }
 
-    /// Takes the published values the master handed over in the init message.
-    pub(crate) fn preload(&self, published: Vec<Incoming>) {
+    /// Takes what the master handed over in the init message: the membership and the
+    /// published values.
+    pub(crate) fn preload(&self, members: Members, published: Vec<Incoming>) {
+        self.set_members(members);
         for incoming in published {
             self.deliver(incoming);
         }

@@ -163,7 +163,10 @@ async fn join(env: &ChildEnv, cluster: &ClusterConfig) -> Result<Worker, Cluster
     let (sender, receiver) = control.split();
     let outbox = ControlWriter::spawn(sender);
     let messenger = Messenger::install(outbox.clone());
-    messenger.preload(std::mem::take(&mut init.published));
+    messenger.preload(
+        std::mem::take(&mut init.members),
+        std::mem::take(&mut init.published),
+    );
     let config = AgentConfig {
         socket: init.library_socket.clone(),
         token: init.token.clone(),

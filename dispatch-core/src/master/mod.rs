@@ -46,6 +46,7 @@ pub(crate) async fn run(
         worker_ready_timeout_ms: millis(config.worker_ready_timeout),
         method_metrics: config.method_metrics,
         published: Vec::new(),
+        members: crate::topic::Members::default(),
     };
     let mut master = Master::new(config, init, dir, listeners, commands)?;
     let result = master.supervise().await;
@@ -666,6 +667,7 @@ impl Master {
         tracing::info!(pid, "started the {}", kind.label());
         let mut init = self.init.clone();
         init.published = self.published();
+        init.members = self.members();
         handle.send(ToChild::Init(init));
         self.procs.insert(
             pid,

@@ -208,7 +208,7 @@ impl Master {
     }
 
     /// The Library and the ready workers.
-    fn members(&self) -> Members {
+    pub(super) fn members(&self) -> Members {
         let library = self.library.current.filter(|pid| self.is_ready(*pid));
         let workers = self
             .workers
