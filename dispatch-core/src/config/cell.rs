@@ -62,15 +62,6 @@ impl<T> Cell<T> {
         true
     }
 
-    /// Renumbers the latest value (the Library learning the master's numbering after a
-    /// restart): watches are not told, the value is the same.
-    pub(super) fn renumber(&self, version: u64, value: T) {
-        let mut state = self.lock();
-        if state.latest.as_ref().is_some_and(|l| l.version < version) {
-            state.latest = Some(Arc::new(Versioned { version, value }));
-        }
-    }
-
     /// A new watch: the latest value first (if any), then every newer one.
     pub(super) fn watch(&self) -> mpsc::UnboundedReceiver<Arc<Versioned<T>>> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -117,27 +108,6 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(1, "a"), (2, "b"), (5, "c")]);
         assert_eq!(cell.version(), 5);
-    }
-
-    #[test]
-    fn renumbering_changes_the_latest_version_without_telling_the_watches() {
-        let cell = Cell::new();
-        cell.update(Versioned {
-            version: 1,
-            value: 10,
-        });
-        let mut watch = cell.watch();
-        let _ = watch.try_recv();
-        cell.renumber(7, 10);
-        assert_eq!(cell.version(), 7);
-        assert!(watch.try_recv().is_err());
-        cell.renumber(3, 10);
-        assert_eq!(cell.version(), 7, "never renumbered backwards");
-        assert!(cell.update(Versioned {
-            version: 8,
-            value: 11
-        }));
-        assert_eq!(watch.try_recv().map(|v| v.version).ok(), Some(8));
     }
 
     #[test]

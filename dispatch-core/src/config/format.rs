@@ -62,14 +62,6 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-/// A hash of canonical JSON, the same in every process (64-bit FNV-1a: fixed, unlike
-/// `DefaultHasher`, whose algorithm may change between Rust releases).
-pub(super) fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +126,6 @@ mod tests {
         );
         let (ca, cb) = (canonical(&a).unwrap(), canonical(&b).unwrap());
         assert_eq!(ca, cb);
-        assert_eq!(fingerprint(&ca), fingerprint(&cb));
         assert_eq!(decode::<Conf>(&ca).unwrap(), a);
     }
 

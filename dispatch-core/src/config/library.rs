@@ -1,17 +1,14 @@
 //! The Library's side: loads the source at start, then validates and publishes every new value
-//! (from the source's watcher, or a `set`), and learns the master's numbering after a restart.
+//! (from the source's watcher, or a `set`). A restarted Library resumes from the value and
+//! version the master hands it.
 
 use super::format::{self, ConfigFormat};
-use super::{ConfigError, ConfigSource, Entry, Fallback, Report, SourceKind, Validator, Versioned};
+use super::{ConfigError, ConfigSource, Entry, Fallback, SourceKind, Validator, Versioned};
 use crate::messenger::Messenger;
 use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_bytes::ByteBuf;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// How many of its own publications the Library remembers, to match a worker's report against.
-const HISTORY: usize = 64;
 
 /// Validates and publishes values of one configuration, in order.
 pub(crate) struct Publisher<T> {
@@ -21,15 +18,11 @@ pub(crate) struct Publisher<T> {
 }
 
 struct State {
-    /// The canonical JSON of the last value published.
+    /// The canonical JSON of the current value.
     last: Option<Vec<u8>>,
-    /// How many distinct values this Library published.
-    published: u64,
-    /// What the master's numbering adds to `published`: 0 for the cluster's first Library, the
-    /// versions published before it for a restarted one (learned from the workers' reports).
-    offset: u64,
-    /// `(published, fingerprint)` of the latest publications.
-    history: VecDeque<(u64, u64)>,
+    /// Its version: the master numbers each published value of the topic from 1, so the next
+    /// one is this + 1 (also for a restarted Library, which resumes from the master's).
+    version: u64,
 }
 
 impl<T> Publisher<T>
@@ -42,9 +35,7 @@ where
             validate,
             state: Mutex::new(State {
                 last: None,
-                published: 0,
-                offset: 0,
-                history: VecDeque::new(),
+                version: 0,
             }),
         }
     }
@@ -100,15 +91,9 @@ where
         if state.last.as_deref() == Some(&bytes[..]) {
             return Ok(None);
         }
-        let fingerprint = format::fingerprint(&bytes);
         messenger.publish(&self.entry.topics.value, &ByteBuf::from(bytes.clone()))?;
-        state.published += 1;
-        let version = state.published + state.offset;
-        let published = state.published;
-        state.history.push_back((published, fingerprint));
-        if state.history.len() > HISTORY {
-            state.history.pop_front();
-        }
+        state.version += 1;
+        let version = state.version;
         state.last = Some(bytes);
         // Under the lock, so concurrent offers reach the Library's watches in version order.
         self.entry.cell.update(Versioned { version, value });
@@ -132,8 +117,7 @@ where
             return false;
         };
         let mut state = self.lock();
-        state.offset = latest.version;
-        state.history.push_back((0, format::fingerprint(&bytes)));
+        state.version = latest.version;
         state.last = Some(bytes);
         self.entry.cell.update(Versioned {
             version: latest.version,
@@ -159,32 +143,6 @@ where
             config = self.entry.type_name,
             "{error}; keeping config v{}",
             self.version()
-        );
-    }
-
-    /// A worker's latest version: if it is one of ours under another number, the master's
-    /// numbering is ahead of ours (this Library is a restarted one), so follow it.
-    fn on_report(&self, report: Report) {
-        let mut state = self.lock();
-        let Some(&(published, _)) = state
-            .history
-            .iter()
-            .rev()
-            .find(|(_, fingerprint)| *fingerprint == report.hash)
-        else {
-            return;
-        };
-        if report.version <= published + state.offset {
-            return;
-        }
-        state.offset = report.version - published;
-        let version = state.published + state.offset;
-        if let Some(value) = state.last.as_deref().and_then(|b| format::decode(b).ok()) {
-            self.entry.cell.renumber(version, value);
-        }
-        tracing::debug!(
-            config = self.entry.type_name,
-            "numbering follows the master's: the current config is v{version}"
         );
     }
 }
@@ -250,17 +208,6 @@ where
             }
         }
     });
-
-    // The workers' versions, asked for once the first value is out: after a Library restart
-    // they tell the master's numbering.
-    let mut reports = messenger.on(&entry.topics.report);
-    let numbering = Arc::clone(&publisher);
-    tokio::spawn(async move {
-        while let Some(msg) = reports.next().await {
-            numbering.on_report(msg.value);
-        }
-    });
-    messenger.send_to_app(&entry.topics.sync, &0)?;
     Ok(())
 }
 

@@ -36,7 +36,7 @@ use crate::topic::Topic;
 use cell::Cell;
 use futures::Stream;
 use once_cell::sync::{Lazy, OnceCell};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use serde_bytes::ByteBuf;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -345,10 +345,6 @@ struct Topics {
     value: Topic<ByteBuf>,
     /// To the Library: a worker's [`SharedConfig::set`], as JSON.
     set: Topic<ByteBuf>,
-    /// To the workers, at each Library start: report your version.
-    sync: Topic<u8>,
-    /// To the Library: a worker's latest version.
-    report: Topic<Report>,
 }
 
 impl Topics {
@@ -359,19 +355,8 @@ impl Topics {
         Topics {
             value: Topic::new(leak("")),
             set: Topic::new(leak("-set")),
-            sync: Topic::new(leak("-sync")),
-            report: Topic::new(leak("-report")),
         }
     }
-}
-
-/// A worker's answer to a sync request: the version it holds and a hash of its canonical JSON.
-/// The Library matches it against what it published to learn the master's numbering after a
-/// restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Report {
-    version: u64,
-    hash: u64,
 }
 
 /// One declared configuration type in this process.

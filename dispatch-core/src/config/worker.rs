@@ -1,8 +1,8 @@
 //! A worker's side: waits for the first value in its setup (before its code runs), then
-//! follows every later version and answers the Library's requests for its version.
+//! follows every later version.
 
 use super::format;
-use super::{ConfigError, Entry, Report, Versioned};
+use super::{ConfigError, Entry, Versioned};
 use crate::messenger::{Messenger, Received};
 use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
@@ -43,42 +43,23 @@ where
     let first = tokio::time::timeout(wait, async {
         while let Some(msg) = values.next().await {
             if let Some(value) = decode(&entry, &msg) {
-                return Some((value, format::fingerprint(&msg.value)));
+                return Some(value);
             }
         }
         None
     })
     .await;
-    let Ok(Some((first, mut hash))) = first else {
+    let Ok(Some(first)) = first else {
         return Err(ConfigError::NoValue {
             type_name: entry.type_name,
             waited: wait,
         });
     };
-    let mut version = first.version;
     entry.cell.update(first);
-    let mut sync = messenger.on(&entry.topics.sync);
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                msg = values.next() => {
-                    let Some(msg) = msg else { break };
-                    if let Some(value) = decode(&entry, &msg) {
-                        let newer = value.version;
-                        if entry.cell.update(value) {
-                            (version, hash) = (newer, format::fingerprint(&msg.value));
-                        }
-                    }
-                }
-                request = sync.next() => {
-                    if request.is_none() {
-                        break;
-                    }
-                    let report = Report { version, hash };
-                    if let Err(e) = messenger.send_to_library(&entry.topics.report, &report) {
-                        tracing::debug!("cannot report the config version to the Library: {e}");
-                    }
-                }
+        while let Some(msg) = values.next().await {
+            if let Some(value) = decode(&entry, &msg) {
+                entry.cell.update(value);
             }
         }
     });
