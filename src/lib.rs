@@ -17,8 +17,32 @@
 //!    └─────────────┘
 //! ```
 //!
+//! # Theory of operation
+//!
 //! One binary plays all three roles: [`Cluster::run`] at the top of `main` makes the process you
-//! start the master, which re-executes the binary as the Library and as each worker.
+//! start the master, which re-executes the binary as the Library and as each worker. **Code in
+//! `main` before `Cluster::run` runs in every process**, and again in every restarted one; call
+//! `run` from a plain `fn main` (not inside a tokio runtime: each process builds its own).
+//!
+//! - **What runs where.** The master runs no application code: it supervises and routes
+//!   messages. The Library constructs each service once, runs the `library_setup` steps, and
+//!   serves calls. Each worker runs the function given to `run`, with its [`Agent`] connected.
+//! - **Start order.** The master starts the Library; only once every service is constructed and
+//!   the Library listens does it start the workers. Each worker's Agent connects and checks
+//!   that the Library serves the methods it was built with; when every worker is ready, the
+//!   cluster is ready ([`Worker::cluster_ready`]). A failure at any step aborts the start with
+//!   an error naming the process, and leaves nothing running.
+//! - **Restarts.** A process that crashes is restarted (at once, then with backoff); too many
+//!   crashes in a window stop the cluster with [`ClusterError::CrashLoop`]. When the Library is
+//!   restarted, every Agent reconnects by itself: a call in flight fails with
+//!   [`Error::LibraryRestarted`] (it may have run), a call made meanwhile waits up to its
+//!   deadline. A worker that returns `Ok(())` is done and not restarted.
+//! - **Reload.** SIGHUP (or [`ClusterHandle::reload`]) replaces one worker at a time, the new one
+//!   ready before the old one is asked to stop; shared listeners ([`Cluster::listen`]) stay
+//!   open throughout.
+//! - **Shutdown.** SIGTERM or Ctrl-C asks every worker to stop ([`Worker::shutdown`] resolves:
+//!   drain, then return), kills those still running after the grace period, and stops the
+//!   Library last, after its services' close hooks.
 //!
 //! # Usage
 //!

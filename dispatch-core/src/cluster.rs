@@ -2,13 +2,12 @@
 //! process's role (master, Library or worker).
 
 use crate::cluster_error::ClusterError;
-use crate::restart::RestartPolicy;
-use crate::role::Role;
+use crate::master::{ClusterHandle, Command};
+use crate::process::{exit, logging, role, Hooks, Role, Setup};
+use crate::settings::{LogFormat, RestartPolicy, Settings};
 use crate::worker::Worker;
-use futures::future::BoxFuture;
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,9 +21,9 @@ use tokio::sync::mpsc;
 /// `app`.
 ///
 /// ```no_run
-/// use dispatch_core::{Cluster, Worker};
+/// use dispatch::{Cluster, Worker};
 ///
-/// fn main() -> Result<(), dispatch_core::ClusterError> {
+/// fn main() -> Result<(), dispatch::ClusterError> {
 ///     Cluster::new().workers(2).run(|worker: Worker| async move {
 ///         println!("worker {} up", worker.id());
 ///         Ok::<(), std::io::Error>(())
@@ -34,121 +33,10 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 #[must_use]
 pub struct Cluster {
-    config: ClusterConfig,
+    settings: Settings,
+    hooks: Hooks,
     commands: mpsc::UnboundedSender<Command>,
     command_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Command>>>>,
-}
-
-/// A request to the running master, from a [`ClusterHandle`] or the admin socket.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Rolling reload of every worker.
-    Reload,
-    /// Graceful shutdown.
-    Stop,
-    /// The cluster's status, with per-method metrics if `methods`.
-    Status {
-        methods: bool,
-        reply: tokio::sync::oneshot::Sender<crate::status::ClusterStatus>,
-    },
-}
-
-/// Controls a running cluster from the master process (another thread of it, for example):
-/// the same as sending the master SIGHUP or SIGTERM. Obtained from [`Cluster::handle`] before
-/// [`Cluster::run`]; in the Library and in workers it does nothing.
-#[derive(Debug, Clone)]
-pub struct ClusterHandle {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl ClusterHandle {
-    /// Starts a rolling reload: each worker in turn is replaced by a new process, and stopped
-    /// once its replacement is ready. Returns `false` if the cluster is no longer running.
-    pub fn reload(&self) -> bool {
-        self.commands.send(Command::Reload).is_ok()
-    }
-
-    /// Stops the cluster gracefully. Returns `false` if it is no longer running.
-    pub fn stop(&self) -> bool {
-        self.commands.send(Command::Stop).is_ok()
-    }
-}
-
-/// A setup step run in a child before it reports ready; its error aborts that child's start.
-#[derive(Clone)]
-pub(crate) struct Setup(Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>);
-
-impl Setup {
-    fn new<F, Fut, E>(f: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: fmt::Display,
-    {
-        Setup(Arc::new(move || {
-            let fut = f();
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
-        }))
-    }
-
-    /// Runs the step.
-    pub(crate) async fn run(&self) -> Result<(), String> {
-        (self.0)().await
-    }
-}
-
-impl fmt::Debug for Setup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Setup")
-    }
-}
-
-/// The settings the master starts the cluster with.
-#[derive(Debug, Clone)]
-pub(crate) struct ClusterConfig {
-    pub(crate) workers: usize,
-    pub(crate) call_timeout: Duration,
-    pub(crate) library_ready_timeout: Duration,
-    pub(crate) worker_ready_timeout: Duration,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) grace_period: Duration,
-    pub(crate) max_frame: usize,
-    pub(crate) max_in_flight: u32,
-    pub(crate) restart: RestartPolicy,
-    pub(crate) listen: Vec<String>,
-    pub(crate) explicit_ready: bool,
-    pub(crate) message_queue_limit: usize,
-    pub(crate) library_setup: Vec<Setup>,
-    pub(crate) worker_setup: Vec<Setup>,
-    pub(crate) name: Option<String>,
-    pub(crate) method_metrics: bool,
-    pub(crate) log_format: LogFormat,
-}
-
-/// How processes write their logs (to stderr).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// One human-readable line per event (the default).
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers; span fields (role, worker_id, pid) included.
-    Json,
-}
-
-impl ClusterConfig {
-    /// The cluster's name: the one given, else the binary's file name.
-    pub(crate) fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            std::env::args_os()
-                .next()
-                .and_then(|a| {
-                    std::path::Path::new(&a)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
-                .unwrap_or_else(|| "dispatch".into())
-        })
-    }
 }
 
 impl Default for Cluster {
@@ -161,81 +49,63 @@ impl Cluster {
     /// A cluster with the defaults: one worker per core, 3 s call deadline, 30 s ready timeouts,
     /// 5 s grace period, 8 MiB frames.
     pub fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (commands, command_rx) = mpsc::unbounded_channel();
         Cluster {
+            settings: Settings::default(),
+            hooks: Hooks::default(),
             commands,
             command_rx: Arc::new(Mutex::new(Some(command_rx))),
-            config: ClusterConfig {
-                workers: cores,
-                call_timeout: Duration::from_secs(3),
-                library_ready_timeout: Duration::from_secs(30),
-                worker_ready_timeout: Duration::from_secs(30),
-                handshake_timeout: Duration::from_secs(1),
-                grace_period: Duration::from_secs(5),
-                max_frame: 8 << 20,
-                max_in_flight: 1024,
-                restart: RestartPolicy::default(),
-                listen: Vec::new(),
-                explicit_ready: false,
-                message_queue_limit: 10_000,
-                library_setup: Vec::new(),
-                worker_setup: Vec::new(),
-                name: None,
-                method_metrics: true,
-                log_format: LogFormat::default(),
-            },
         }
     }
 
     /// How many app workers to run (at least 1). Default: the number of cores.
     pub fn workers(mut self, n: usize) -> Self {
-        self.config.workers = n.max(1);
+        self.settings.workers = n.max(1);
         self
     }
 
     /// The deadline of a call that sets none. Default 3 s.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.config.call_timeout = timeout;
+        self.settings.call_timeout = timeout;
         self
     }
 
     /// How long the Library may take to initialise its services and listen. Default 30 s.
     pub fn library_ready_timeout(mut self, timeout: Duration) -> Self {
-        self.config.library_ready_timeout = timeout;
+        self.settings.library_ready_timeout = timeout;
         self
     }
 
     /// How long a worker may take to connect and report ready. Default 30 s.
     pub fn worker_ready_timeout(mut self, timeout: Duration) -> Self {
-        self.config.worker_ready_timeout = timeout;
+        self.settings.worker_ready_timeout = timeout;
         self
     }
 
     /// How long a stopping process may take before it is killed. Default 5 s.
     pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.config.grace_period = grace;
+        self.settings.grace_period = grace;
         self
     }
 
     /// The largest frame on the data plane, the same for requests and replies. Default 8 MiB;
     /// payloads get this less 1 KiB of envelope.
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.config.max_frame = bytes.max(4096);
+        self.settings.max_frame = bytes.max(4096);
         self
     }
 
     /// How many calls of one worker the Library runs at once; more wait (backpressure).
     /// Default 1024.
     pub fn max_in_flight(mut self, calls: u32) -> Self {
-        self.config.max_in_flight = calls.max(1);
+        self.settings.max_in_flight = calls.max(1);
         self
     }
 
     /// How crashed processes are restarted, and when a crash loop stops the cluster. Default:
     /// [`RestartPolicy::default`]; [`RestartPolicy::never`] stops at the first crash.
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
-        self.config.restart = policy;
+        self.settings.restart = policy;
         self
     }
 
@@ -244,7 +114,7 @@ impl Cluster {
     /// [`Worker::listener`]. The kernel spreads connections over the workers; restarts and
     /// reloads never close it. Call again for more listeners.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.config.listen.push(addr.into());
+        self.settings.listen.push(addr.into());
         self
     }
 
@@ -252,14 +122,14 @@ impl Cluster {
     /// caches, say), instead of as soon as their Agent is connected. The master's worker ready
     /// timeout applies, and a rolling reload waits for it.
     pub fn explicit_ready(mut self, explicit: bool) -> Self {
-        self.config.explicit_ready = explicit;
+        self.settings.explicit_ready = explicit;
         self
     }
 
     /// How many messages the master holds for one process that is not ready (starting or
     /// restarting) before it drops the oldest, with a warning. Default 10 000.
     pub fn message_queue_limit(mut self, messages: usize) -> Self {
-        self.config.message_queue_limit = messages.max(1);
+        self.settings.message_queue_limit = messages.max(1);
         self
     }
 
@@ -272,7 +142,7 @@ impl Cluster {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display,
     {
-        self.config.library_setup.push(Setup::new(setup));
+        self.hooks.library_setup.push(Setup::new(setup));
         self
     }
 
@@ -285,36 +155,34 @@ impl Cluster {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display,
     {
-        self.config.worker_setup.push(Setup::new(setup));
+        self.hooks.worker_setup.push(Setup::new(setup));
         self
     }
 
     /// A name for operators: `dispatchctl --cluster NAME` finds the cluster by it. Default: the
     /// binary's file name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = Some(name.into());
+        self.settings.name = Some(name.into());
         self
     }
 
     /// Whether the Library keeps per-method metrics (calls, errors by kind, p50/p99), shown by
     /// `dispatchctl status --methods` and logged at shutdown. Default on.
     pub fn method_metrics(mut self, on: bool) -> Self {
-        self.config.method_metrics = on;
+        self.settings.method_metrics = on;
         self
     }
 
     /// The log format of every process. Default [`LogFormat::Text`]; `DISPATCH_LOG_FORMAT=json`
     /// in the environment also selects JSON. `RUST_LOG` filters either.
     pub fn log_format(mut self, format: LogFormat) -> Self {
-        self.config.log_format = format;
+        self.settings.log_format = format;
         self
     }
 
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
-        ClusterHandle {
-            commands: self.commands.clone(),
-        }
+        ClusterHandle::new(self.commands.clone())
     }
 
     /// Plays this process's role.
@@ -340,29 +208,27 @@ impl Cluster {
     {
         let role = Role::take_from_env()?;
         if role != Role::Master {
-            crate::role::name_child_process();
+            role::name_child_process();
         }
-        crate::logging::init(self.config.log_format);
+        logging::init(self.settings.log_format);
         let worker_id = match &role {
             Role::Worker(env) => Some(env.worker_id),
             _ => None,
         };
-        let span = crate::logging::process_span(role.name(), worker_id);
+        let span = logging::process_span(role.name(), worker_id);
         let _entered = span.clone().entered();
-        let runtime = crate::logging::runtime(&span)
+        let runtime = logging::runtime(&span)
             .map_err(|e| ClusterError::io("cannot start the tokio runtime", e))?;
         let code = match role {
             Role::Master => {
                 let commands = self.command_rx.lock().ok().and_then(|mut rx| rx.take());
                 let admin = self.commands.clone();
-                return runtime.block_on(crate::master::run(self.config, commands, admin));
+                return runtime.block_on(crate::master::run(self.settings, commands, admin));
             }
-            Role::Library(env) => runtime.block_on(crate::library::run(env, &self.config)),
-            Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.config, app)),
+            Role::Library(env) => runtime.block_on(crate::library::run(env, &self.hooks)),
+            Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.hooks, app)),
         };
         drop(runtime);
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        std::process::exit(code);
+        exit::exit(code)
     }
 }

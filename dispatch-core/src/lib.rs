@@ -1,8 +1,15 @@
-//! The runtime behind `dispatch`. Use the `dispatch` crate; this one holds its parts.
+//! The runtime behind `dispatch`. Applications depend on the `dispatch` crate, which re-exports
+//! what they need from this one; this crate's docs are for the people who work on it.
 //!
-//! A cluster is one binary in three roles: the **master** (supervisor, runs no application code),
-//! one **Library** (hosts every `#[library_service]` once) and N **workers** (run the
-//! application; each has an [`Agent`] with one connection to the Library).
+//! # Theory of operation
+//!
+//! A cluster is one binary in three roles: the **master** (supervisor and message router; runs
+//! no application code), one **Library** (hosts every `#[library_service]` once for the host)
+//! and N **workers** (run the application; each has an [`Agent`] with one connection to the
+//! Library). `Cluster::run` at the top of `main` plays the role this process was started in:
+//! the process a user starts is the master, and it re-executes its own binary
+//! (`/proc/self/exe`) with `DISPATCH_ROLE=library` or `worker` for each child. Everything in
+//! `main` before `Cluster::run` therefore runs in every process.
 //!
 //! ```text
 //!                    ┌──────────────┐
@@ -15,36 +22,60 @@
 //!    │  (services) │     Unix socket      └──────────────┘
 //!    └─────────────┘
 //! ```
+//!
+//! 1. **Start.** The master creates a private runtime dir (0700) and a random cluster token,
+//!    binds the shared listeners, and starts the Library. Each child gets its end of a private
+//!    socket pair at descriptor 3 (the *control plane*); the first message on it is the init
+//!    message: the token, where the Library listens, and the cluster's settings as the master
+//!    holds them.
+//! 2. **Library ready.** The Library runs the application's `library_setup` steps, constructs
+//!    every service (`Default` or its `init`), binds `library.sock`, and only then reports ready
+//!    with its manifest. A failure or a missed deadline aborts the start; no worker ever starts
+//!    against a Library that is not there.
+//! 3. **Workers ready.** The master starts the workers. Each one's Agent connects to the Library
+//!    (the *data plane*: tarpc over a Unix socket), proves the token, checks the manifest, runs
+//!    the `worker_setup` steps and reports ready (or the application does, with
+//!    `explicit_ready`). When every worker is ready, the cluster is ready.
+//! 4. **Running.** The master routes messenger messages between processes and answers
+//!    operators on `admin.sock`. A process that exits non-zero or is killed is restarted (at once,
+//!    then with backoff); too many crashes in a window stop the cluster. When the Library is
+//!    restarted, every Agent reconnects by itself; a call that was in flight fails with
+//!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
+//! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
+//!    old one is asked to stop. Listeners stay open throughout.
+//! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
+//!    drains through `Worker::shutdown`), kills stragglers after the grace period, then stops
+//!    the Library last, after its services' close hooks. A child whose master dies dies with it
+//!    (`PR_SET_PDEATHSIG`).
+//!
+//! # Where things are
+//!
+//! Each folder is one role or one plane; imports only point down this list
+//! (`tests/architecture.rs` in the workspace checks it):
+//!
+//! | module | what |
+//! |---|---|
+//! | `cluster` | the [`Cluster`] builder and `run`: the only module that knows every role |
+//! | `master/`, `library/`, `worker/`, `config/` | the three roles, and the host's shared configuration |
+//! | `admin/` | the operator's side: requests, replies, finding a running cluster |
+//! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
+//! | `messenger/` | one-way typed messages between processes |
+//! | `wire/` | bytes on sockets: the codec, the framing, the data and control planes |
+//! | `service/`, `topic`, `metrics`, `error`, `cluster_error` | the contract with the macro, and the leaves every layer uses |
+//! | `settings` | one settings type, from the builder to every child |
 
 pub mod admin;
-mod agent;
-mod child;
-mod client;
 mod cluster;
 mod cluster_error;
-mod codec;
 mod config;
-mod control;
-#[cfg(test)]
-mod decoder_props;
 mod error;
 mod library;
-mod listeners;
-mod logging;
-mod manifest;
 mod master;
 mod messenger;
 mod metrics;
-mod panic;
-mod restart;
-mod role;
-mod runtime_dir;
-mod server;
+mod process;
 mod service;
-mod services;
-mod signals;
-mod spawn;
-mod status;
+mod settings;
 mod topic;
 mod wire;
 mod worker;
@@ -53,16 +84,15 @@ mod worker;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use agent::Agent;
-pub use client::ServiceClient;
-pub use cluster::{Cluster, ClusterHandle, LogFormat};
+pub use admin::{ClusterStatus, ProcessStatus};
+pub use cluster::Cluster;
 pub use cluster_error::ClusterError;
 pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned};
 pub use error::Error;
-pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
+pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS};
-pub use restart::RestartPolicy;
-pub use status::{ClusterStatus, ProcessStatus};
+pub use service::{Manifest, ManifestMismatch, ServiceManifest};
+pub use settings::{LogFormat, RestartPolicy};
 pub use topic::{events, Members, Topic};
-pub use worker::Worker;
+pub use worker::{Agent, ServiceClient, Worker};

@@ -4,10 +4,9 @@
 //! attribute's `crate = path` argument changes the prefix), `::core::…` and `::std::…`, so a crate
 //! that declares services needs a dependency on `dispatch` alone.
 
-pub use crate::client::ServiceClient;
 pub use crate::error::{Error, RemoteError};
 pub use crate::service::{CallFuture, ErasedService, InitFuture, MethodInfo, ServiceRegistration};
-pub use crate::Agent;
+pub use crate::worker::{Agent, ServiceClient};
 pub use ::core;
 pub use ::futures;
 pub use ::inventory;
@@ -24,14 +23,14 @@ pub fn decode_args<T: DeserializeOwned>(
     method: &str,
     bytes: &[u8],
 ) -> Result<T, RemoteError> {
-    crate::codec::decode(bytes).map_err(|e| RemoteError::Codec {
+    crate::wire::codec::decode(bytes).map_err(|e| RemoteError::Codec {
         message: format!("cannot decode the arguments of `{service}.{method}`: {e}"),
     })
 }
 
 /// Encodes a method's return value (for a `Result<T, E>` method, the whole `Result`).
 pub fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, RemoteError> {
-    crate::codec::encode(value).map_err(|e| RemoteError::Codec {
+    crate::wire::codec::encode(value).map_err(|e| RemoteError::Codec {
         message: format!("cannot encode the reply: {e}"),
     })
 }
@@ -55,7 +54,7 @@ where
         Ok(r) => Ok(r),
         Err(e) if e.is_panic() => Err(RemoteError::Panicked {
             method: String::new(),
-            message: crate::panic::message(&*e.into_panic()),
+            message: crate::service::panic::message(&*e.into_panic()),
         }),
         Err(e) => Err(RemoteError::Codec {
             message: format!("the blocking task was cancelled: {e}"),

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 /// A message topic carrying values of type `T`.
 ///
 /// ```
-/// use dispatch_core::Topic;
+/// use dispatch::Topic;
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Reload { reason: String }
 /// const RELOAD: Topic<Reload> = Topic::new("reload");

@@ -35,7 +35,7 @@ pub struct Discovered {
 /// # Errors
 /// None today; kept for future sources.
 pub fn discover() -> Result<Discovered, AdminError> {
-    let mut looked_in = vec![crate::runtime_dir::base_dir()];
+    let mut looked_in = vec![crate::process::runtime_dir::base_dir()];
     if !looked_in.contains(&std::env::temp_dir()) {
         looked_in.push(std::env::temp_dir());
     }
@@ -46,14 +46,15 @@ pub fn discover() -> Result<Discovered, AdminError> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = crate::runtime_dir::master_pid_of(&name.to_string_lossy()) else {
+            let Some(pid) = crate::process::runtime_dir::master_pid_of(&name.to_string_lossy())
+            else {
                 continue;
             };
             let dir = entry.path();
             let Ok(meta) = dir.symlink_metadata() else {
                 continue;
             };
-            if !meta.is_dir() || !crate::runtime_dir::pid_alive(pid as i32) {
+            if !meta.is_dir() || !crate::process::runtime_dir::pid_alive(pid as i32) {
                 continue;
             }
             // Another user's dir (0700) cannot be looked into: list it, refuse it on use.
@@ -158,8 +159,8 @@ impl Found {
             let stream = tokio::net::UnixStream::connect(self.dir.join(SOCKET))
                 .await
                 .map_err(|e| fail(format!("cannot be reached: {e}")))?;
-            let mut framed = super::server::framed(stream);
-            let bytes = crate::codec::encode(&request).map_err(|e| fail(e.to_string()))?;
+            let mut framed = crate::wire::framed(stream, super::MAX_ADMIN_FRAME);
+            let bytes = crate::wire::codec::encode(&request).map_err(|e| fail(e.to_string()))?;
             framed
                 .send(Bytes::from(bytes))
                 .await
@@ -169,7 +170,7 @@ impl Found {
                 .await
                 .ok_or_else(|| fail("closed the connection without answering".into()))?
                 .map_err(|e| fail(format!("cannot be read from: {e}")))?;
-            crate::codec::decode::<Response>(&frame)
+            crate::wire::codec::decode::<Response>(&frame)
                 .map_err(|e| fail(format!("sent an undecodable answer: {e}")))
         };
         tokio::time::timeout(Duration::from_secs(10), exchange)

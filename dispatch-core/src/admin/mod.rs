@@ -1,10 +1,11 @@
-//! Operating a running cluster from outside: the master serves requests (status, reload, stop)
-//! on `admin.sock` in its private runtime dir, to processes of the same user only. The
+//! Operating a running cluster from outside, the operator's side: the requests, the replies,
+//! and how to find a running cluster. The master serves the requests (status, reload, stop) on
+//! `admin.sock` in its private runtime dir, to processes of the same user only. The
 //! `dispatchctl` tool is a client of this module.
 //!
 //! ```no_run
-//! # async fn f() -> Result<(), dispatch_core::admin::AdminError> {
-//! use dispatch_core::admin::{discover, Request, Response};
+//! # async fn f() -> Result<(), dispatch::admin::AdminError> {
+//! use dispatch::admin::{discover, Request, Response};
 //! let cluster = discover()?.select(None)?;
 //! if let Response::Status(status) = cluster.request(Request::Status { methods: false }).await? {
 //!     println!("{} runs {} processes", status.name, status.processes.len());
@@ -13,16 +14,18 @@
 //! ```
 
 mod discover;
-pub(crate) mod server;
+mod status;
 
 pub use discover::{discover, Discovered, Found};
+pub use status::{ClusterStatus, ProcessStatus};
 
-use crate::status::ClusterStatus;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The socket's file name in the runtime dir.
 pub(crate) const SOCKET: &str = "admin.sock";
+/// The largest admin message (a status with many methods fits easily).
+pub(crate) const MAX_ADMIN_FRAME: usize = 4 << 20;
 /// The file holding the cluster's name, next to the socket.
 pub(crate) const NAME_FILE: &str = "name";
 

@@ -2,9 +2,9 @@
 //! stop the old one gracefully. A replacement that fails to become ready aborts the reload and
 //! the old worker keeps serving.
 
-use super::{Master, Part, Reload, Timer};
-use crate::control::ToChild;
-use crate::spawn::ChildKind;
+use super::state::{Master, Part, Reload, Timer};
+use crate::process::ChildKind;
+use crate::wire::ToChild;
 use std::collections::VecDeque;
 use tokio::time::Instant;
 

@@ -7,10 +7,10 @@
 //! socket, the master handles them one at a time, and a mailbox is emptied, in order, before
 //! anything newer reaches its process.
 
-use super::Master;
-use crate::control::{Incoming, Outgoing, Target, ToChild};
-use crate::spawn::ChildKind;
+use super::state::Master;
+use crate::process::ChildKind;
 use crate::topic::{Members, Topic};
+use crate::wire::{Incoming, Outgoing, Target, ToChild};
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -84,7 +84,7 @@ impl Master {
 
     /// A message from the master itself (pid 0): the lifecycle events.
     pub(super) fn emit<T: Serialize>(&mut self, target: Target, topic: &Topic<T>, value: &T) {
-        match crate::codec::encode(value) {
+        match crate::wire::codec::encode(value) {
             Ok(payload) => {
                 let msg = Incoming {
                     from: 0,

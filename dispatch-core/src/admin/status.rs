@@ -1,0 +1,45 @@
+//! What `dispatchctl status` shows: the cluster and each of its processes.
+
+use crate::metrics::MethodStats;
+use serde::{Deserialize, Serialize};
+
+/// A running cluster, as its master sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster's name (`Cluster::name`, else the binary's name).
+    pub name: String,
+    /// The master's pid.
+    pub master_pid: u32,
+    /// Milliseconds since the master started.
+    pub uptime_ms: u64,
+    /// The shared listeners' addresses.
+    pub listeners: Vec<String>,
+    /// The Library and the workers, the Library first.
+    pub processes: Vec<ProcessStatus>,
+    /// Per-method metrics from the Library (empty unless asked for, or with metrics off).
+    pub methods: Vec<MethodStats>,
+}
+
+/// One process of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// `library` or `worker`.
+    pub role: String,
+    /// The worker's id (none for the Library).
+    pub worker_id: Option<u32>,
+    /// Its pid.
+    pub pid: u32,
+    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet) or `retiring`
+    /// (replaced by a reload, stopping).
+    pub state: String,
+    /// How often this slot's process was restarted after a crash.
+    pub restarts: u32,
+    /// Milliseconds since this process started.
+    pub uptime_ms: u64,
+    /// Resident memory in KiB, from `/proc/<pid>/status`.
+    pub rss_kib: Option<u64>,
+    /// Calls served (the Library) or made (a worker); none if it did not answer in time.
+    pub calls: Option<u64>,
+    /// Calls running now (the Library) or waiting for a reply (a worker).
+    pub in_flight: Option<u64>,
+}

@@ -1,0 +1,18 @@
+//! The Library process: hosts every `#[library_service]` once for the host and serves the
+//! workers' Agents on its data socket.
+//!
+//! - `run`: the process's life (join the master, construct services, listen, stop).
+//! - `hosted`: the live service instances and how a call reaches one.
+//! - `accept`, `gate`, `peer_log`: who may connect, how many, and the log of who was refused.
+//! - `connection`: one authenticated connection: handshake, then its calls.
+
+mod accept;
+mod connection;
+mod gate;
+mod hosted;
+mod peer_log;
+mod run;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use run::run;

@@ -1,0 +1,85 @@
+//! The Library process's life: join the master, construct every service once, listen on the
+//! data socket, report ready with the manifest, serve Agents until told to stop, then run the
+//! services' close hooks.
+
+use super::accept::{accept_loop, ServeConfig};
+use super::hosted::Services;
+use crate::cluster_error::ClusterError;
+use crate::process::exit;
+use crate::process::{ChildEnv, Hooks, MasterLink};
+use crate::wire::{self, ToMaster};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+/// The Library's whole life; returns its exit code.
+pub(crate) async fn run(env: ChildEnv, hooks: &Hooks) -> i32 {
+    match serve(env, hooks).await {
+        Ok(()) => 0,
+        Err(ClusterError::LibraryInit { .. }) => exit::LIBRARY_INIT_FAILED,
+        Err(e) => {
+            tracing::error!("library stopped: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
+    let link = MasterLink::join(&env).await?;
+    let settings = &link.init.settings;
+    let started = async {
+        for setup in &hooks.library_setup {
+            setup
+                .run()
+                .await
+                .map_err(|e| format!("library setup failed: {e}"))?;
+        }
+        Services::start_with(
+            wire::payload_limit(settings.max_frame),
+            settings.method_metrics,
+        )
+        .await
+    };
+    let services = match started.await {
+        Ok(s) => Arc::new(s),
+        Err(reason) => {
+            tracing::error!("{reason}");
+            link.report_failure(reason.clone()).await;
+            return Err(ClusterError::LibraryInit { message: reason });
+        }
+    };
+    let socket = &link.init.library_socket;
+    let listener = bind(socket)?;
+    let summary = services.manifest().summary();
+    tracing::info!(socket = %socket.display(), "library ready, hosting {summary}");
+    let reporting = Arc::clone(&services);
+    link.report_stats_with(Box::new(move || {
+        let (calls, in_flight) = reporting.call_counts();
+        (calls, in_flight, reporting.method_stats())
+    }));
+    link.outbox.send(ToMaster::Ready { services: summary });
+
+    let config = Arc::new(ServeConfig::new(link.init.token.clone(), settings.clone()));
+    let why = tokio::select! {
+        () = accept_loop(listener, Arc::clone(&services), config) => "the listener ended",
+        cause = link.orders.stopped() => cause.describe(),
+    };
+    tracing::info!("library stopping: {why}; closing services");
+    services.log_method_stats();
+    services.close().await;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+/// Binds the data socket, readable and writable by this user only.
+fn bind(path: &std::path::Path) -> Result<tokio::net::UnixListener, ClusterError> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        ClusterError::io(
+            format!("cannot bind the library socket {}", path.display()),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ClusterError::io("cannot restrict the library socket to its owner", e))?;
+    Ok(listener)
+}

@@ -1,0 +1,46 @@
+//! Requests to the running master from inside its process: a [`ClusterHandle`] queues
+//! [`Command`]s, and so does the admin socket for `dispatchctl`.
+
+use crate::admin::ClusterStatus;
+use tokio::sync::{mpsc, oneshot};
+
+/// A request to the running master, from a [`ClusterHandle`] or the admin socket.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Rolling reload of every worker. For [`ClusterHandle::reload`] and `dispatchctl reload`.
+    Reload,
+    /// Graceful shutdown. For [`ClusterHandle::stop`] and `dispatchctl stop`.
+    Stop,
+    /// The cluster's status, with per-method metrics if `methods`. For `dispatchctl status`.
+    Status {
+        methods: bool,
+        reply: oneshot::Sender<ClusterStatus>,
+    },
+}
+
+/// Controls a running cluster from the master process (another thread of it, for example):
+/// the same as sending the master SIGHUP or SIGTERM. Obtained from
+/// [`Cluster::handle`](crate::Cluster::handle) before [`Cluster::run`](crate::Cluster::run); in
+/// the Library and in workers it does nothing.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl ClusterHandle {
+    /// A handle that queues commands on `commands`.
+    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+        ClusterHandle { commands }
+    }
+
+    /// Starts a rolling reload: each worker in turn is replaced by a new process, and stopped
+    /// once its replacement is ready. Returns `false` if the cluster is no longer running.
+    pub fn reload(&self) -> bool {
+        self.commands.send(Command::Reload).is_ok()
+    }
+
+    /// Stops the cluster gracefully. Returns `false` if it is no longer running.
+    pub fn stop(&self) -> bool {
+        self.commands.send(Command::Stop).is_ok()
+    }
+}

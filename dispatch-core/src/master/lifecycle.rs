@@ -1,0 +1,250 @@
+//! A process's way through its slot: started, ready (and what that unlocks: the workers after
+//! the Library, the cluster after every worker), exited (finished, crashed and restarted after
+//! its backoff, or the end of a crash loop).
+
+use super::child::describe;
+use super::state::{failed, ready_timeout, start_error, Flow, Master, Part, Reload, Timer};
+use crate::cluster_error::ClusterError;
+use crate::process::ChildKind;
+use crate::topic::events;
+use crate::wire::{Target, ToChild};
+use nix::sys::signal::Signal;
+use std::process::ExitStatus;
+use tokio::time::Instant;
+
+impl Master {
+    pub(super) fn on_ready(&mut self, pid: u32, services: &str) -> Flow {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Flow::Continue;
+        };
+        if p.ready {
+            return Flow::Continue;
+        }
+        p.ready = true;
+        let (kind, part, took) = (p.handle.kind, p.part, p.started.elapsed());
+        match kind {
+            ChildKind::Library => {
+                tracing::info!(pid, "library ready in {took:?}, hosting {services}");
+                self.on_member_ready(pid, kind);
+                if self.ready_at.is_none() {
+                    return self.start_workers();
+                }
+                tracing::info!(pid, "library restarted: telling the workers to reconnect");
+                self.send_to_workers(&ToChild::LibraryRestarted);
+                self.emit(
+                    Target::Broadcast,
+                    &events::LIBRARY_RESTARTED,
+                    &events::LibraryRestarted { pid },
+                );
+            }
+            ChildKind::Worker(id) => {
+                tracing::info!(pid, "worker {id} ready in {took:?}");
+                if part == Part::Replacement {
+                    self.replacement_ready(id, pid);
+                }
+                if part == Part::Current || self.is_current(kind, pid) {
+                    self.on_member_ready(pid, kind);
+                }
+                self.emit(
+                    Target::Broadcast,
+                    &events::WORKER_STARTED,
+                    &events::WorkerStarted { worker_id: id, pid },
+                );
+                if self.ready_at.is_some() {
+                    self.send(pid, ToChild::ClusterReady);
+                } else {
+                    self.maybe_cluster_ready();
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    pub(super) fn start_workers(&mut self) -> Flow {
+        for id in 0..self.workers.len() {
+            if let Err(e) = self.spawn(ChildKind::Worker(id as u32), Part::Current) {
+                return Flow::Stop(Err(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The cluster is ready once every worker is ready, or already finished its work.
+    pub(super) fn maybe_cluster_ready(&mut self) {
+        let all = self
+            .workers
+            .iter()
+            .all(|s| s.finished || s.current.is_some_and(|p| self.is_ready(p)));
+        if self.ready_at.is_none() && all {
+            self.cluster_ready();
+        }
+    }
+
+    pub(super) fn cluster_ready(&mut self) {
+        self.ready_at = Some(Instant::now());
+        for p in self.procs.values() {
+            p.handle.send(ToChild::ClusterReady);
+        }
+        let workers = self.workers.len() as u32;
+        self.emit(
+            Target::Broadcast,
+            &events::CLUSTER_READY,
+            &events::ClusterReady { workers },
+        );
+        let addrs = self.listeners.addresses();
+        tracing::info!(
+            "cluster ready in {:?}: library and {} workers{}",
+            self.started.elapsed(),
+            self.workers.len(),
+            if addrs.is_empty() {
+                String::new()
+            } else {
+                format!(", listening on {}", addrs.join(", "))
+            }
+        );
+    }
+
+    pub(super) fn enforce_ready_deadline(&mut self, pid: u32) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.ready {
+            return;
+        }
+        let kind = p.handle.kind;
+        let timeout = ready_timeout(&self.config, kind);
+        tracing::error!(
+            pid,
+            "the {} did not become ready within {timeout:?}: killing it",
+            kind.label()
+        );
+        p.missed_ready = true;
+        p.failure = Some(format!("did not become ready within {timeout:?}"));
+        p.handle.signal(Signal::SIGKILL);
+    }
+
+    pub(super) fn is_ready(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.ready)
+    }
+
+    pub(super) fn is_current(&self, kind: ChildKind, pid: u32) -> bool {
+        match kind {
+            ChildKind::Library => self.library.current == Some(pid),
+            ChildKind::Worker(id) => self.workers[id as usize].current == Some(pid),
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Flow {
+        let Some(p) = self.procs.remove(&pid) else {
+            return Flow::Continue;
+        };
+        let kind = p.handle.kind;
+        if let (ChildKind::Worker(worker_id), true) = (kind, p.ready) {
+            let status = describe(status);
+            self.emit(
+                Target::Broadcast,
+                &events::WORKER_EXITED,
+                &events::WorkerExited {
+                    worker_id,
+                    pid,
+                    status,
+                },
+            );
+        }
+        match p.part {
+            Part::Retiring => {
+                tracing::info!(
+                    pid,
+                    "the old {} stopped ({})",
+                    kind.label(),
+                    describe(status)
+                );
+                self.advance_reload();
+                Flow::Continue
+            }
+            Part::Replacement => {
+                let how = p.failure.unwrap_or_else(|| describe(status));
+                tracing::error!(
+                    pid,
+                    "reload aborted: the new {} {how}; the old one keeps serving",
+                    kind.label()
+                );
+                self.reload = None;
+                // If the old one died meanwhile, the slot still needs a process.
+                if let ChildKind::Worker(id) = kind {
+                    if self.workers[id as usize].current.is_none() {
+                        return self.crashed(kind, pid, p.started, &how);
+                    }
+                }
+                Flow::Continue
+            }
+            Part::Current => {
+                let slot = self.slot_mut(kind);
+                slot.current = None;
+                if matches!(kind, ChildKind::Worker(_)) && status.success() && p.ready {
+                    slot.finished = true;
+                    tracing::info!(pid, "{} finished", kind.label());
+                    self.maybe_cluster_ready();
+                    if self.workers.iter().all(|s| s.finished) {
+                        tracing::info!("every worker finished");
+                        return Flow::Stop(Ok(()));
+                    }
+                    return Flow::Continue;
+                }
+                let how = describe(status);
+                let how = match (&p.failure, p.ready) {
+                    (Some(reason), _) => format!("{how}: {reason}"),
+                    (None, false) => format!("{how} before it was ready"),
+                    (None, true) => how,
+                };
+                tracing::error!(pid, "the {} {how}", kind.label());
+                if self.ready_at.is_none() {
+                    return Flow::Stop(Err(start_error(&self.config, kind, pid, &p, how)));
+                }
+                self.crashed(kind, pid, p.started, &how)
+            }
+        }
+    }
+
+    /// A running slot's process crashed: restart it after its backoff, or stop the cluster if
+    /// restarts are off or this is a crash loop.
+    pub(super) fn crashed(
+        &mut self,
+        kind: ChildKind,
+        pid: u32,
+        started: Instant,
+        how: &str,
+    ) -> Flow {
+        let policy = self.config.restart.clone();
+        if !policy.enabled {
+            return Flow::Stop(Err(failed(kind, pid, how.to_owned())));
+        }
+        if let Some(crashes) = self.crash_window.record(&policy, std::time::Instant::now()) {
+            return Flow::Stop(Err(ClusterError::CrashLoop {
+                crashes,
+                window: policy.crash_window,
+                last: format!("the {} (pid {pid}) {how}", kind.label()),
+            }));
+        }
+        // A reload is already starting this slot's next process.
+        if let (
+            ChildKind::Worker(id),
+            Some(Reload {
+                step: Some((slot, _)),
+                ..
+            }),
+        ) = (kind, &self.reload)
+        {
+            if *slot == id {
+                return Flow::Continue;
+            }
+        }
+        let wait = self
+            .slot_mut(kind)
+            .crashes
+            .record(&policy, started.elapsed());
+        tracing::info!("restarting the {} in {wait:?}", kind.label());
+        self.schedule(wait, Timer::Restart(kind));
+        Flow::Continue
+    }
+}

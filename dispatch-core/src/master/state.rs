@@ -1,0 +1,244 @@
+//! The master's state: every live process, every slot (the Library, worker `i`), the timers,
+//! a reload in progress, and the channels it listens on. One task owns it.
+
+use super::backoff::{CrashWindow, SlotCrashes};
+use super::child::{ChildEvent, ChildHandle};
+use super::command::Command;
+use super::routing::Mailboxes;
+use super::signals::MasterSignals;
+use super::stats::PendingStatus;
+use crate::cluster_error::ClusterError;
+use crate::process::listeners::SharedListeners;
+use crate::process::runtime_dir::RuntimeDir;
+use crate::process::{spawn_child, ChildKind};
+use crate::settings::Settings;
+use crate::wire::{ChildInit, ToChild};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What a process is to its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The slot's process.
+    Current,
+    /// Started by a rolling reload to take over the slot once ready.
+    Replacement,
+    /// Replaced by a reload and stopping.
+    Retiring,
+}
+
+/// A live child process.
+#[derive(Debug)]
+pub(super) struct Proc {
+    pub(super) handle: ChildHandle,
+    pub(super) part: Part,
+    pub(super) started: Instant,
+    pub(super) ready: bool,
+    /// Why it failed, as it said (or as the master decided) before it exited.
+    pub(super) failure: Option<String>,
+    /// Killed for missing its ready deadline.
+    pub(super) missed_ready: bool,
+}
+
+/// A place in the cluster: the Library, or worker `i`.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    pub(super) current: Option<u32>,
+    pub(super) crashes: SlotCrashes,
+    /// A worker that exited 0 after its work: not restarted.
+    pub(super) finished: bool,
+    /// How often its process was restarted after a crash.
+    pub(super) restarts: u32,
+}
+
+/// Something the master does at a set time.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Timer {
+    /// Start the slot's process again (after its backoff).
+    Restart(ChildKind),
+    /// Kill `pid` unless it is ready by now.
+    ReadyDeadline(u32),
+    /// Kill `pid` if it is still alive (end of a retiring worker's grace period).
+    Kill(u32),
+    /// Answer status request `id` with what has arrived.
+    StatusDeadline(u64),
+}
+
+/// A rolling reload in progress.
+#[derive(Debug)]
+pub(super) struct Reload {
+    pub(super) queue: VecDeque<u32>,
+    /// The worker being replaced now, and its replacement's pid.
+    pub(super) step: Option<(u32, u32)>,
+    pub(super) started: Instant,
+}
+
+/// What to do after handling one input.
+pub(super) enum Flow {
+    Continue,
+    Stop(Result<(), ClusterError>),
+}
+
+pub(super) struct Master {
+    pub(super) config: Settings,
+    pub(super) init: ChildInit,
+    pub(super) dir: RuntimeDir,
+    pub(super) listeners: SharedListeners,
+    pub(super) procs: HashMap<u32, Proc>,
+    pub(super) library: Slot,
+    pub(super) workers: Vec<Slot>,
+    pub(super) timers: BTreeMap<(Instant, u64), Timer>,
+    pub(super) timer_seq: u64,
+    pub(super) crash_window: CrashWindow,
+    pub(super) reload: Option<Reload>,
+    pub(super) mail: Mailboxes,
+    pub(super) statuses: HashMap<u64, PendingStatus>,
+    pub(super) status_seq: u64,
+    /// When the cluster became ready; `None` while starting.
+    pub(super) ready_at: Option<Instant>,
+    pub(super) started: Instant,
+    pub(super) events_tx: mpsc::UnboundedSender<ChildEvent>,
+    pub(super) events: mpsc::UnboundedReceiver<ChildEvent>,
+    pub(super) signals: MasterSignals,
+    pub(super) commands: Option<mpsc::UnboundedReceiver<Command>>,
+}
+
+impl Master {
+    pub(super) fn new(
+        config: Settings,
+        init: ChildInit,
+        dir: RuntimeDir,
+        listeners: SharedListeners,
+        commands: Option<mpsc::UnboundedReceiver<Command>>,
+    ) -> Result<Self, ClusterError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let workers = (0..config.workers).map(|_| Slot::default()).collect();
+        let mail = Mailboxes::new(config.message_queue_limit);
+        Ok(Master {
+            config,
+            init,
+            dir,
+            listeners,
+            procs: HashMap::new(),
+            library: Slot::default(),
+            workers,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            crash_window: CrashWindow::default(),
+            reload: None,
+            mail,
+            statuses: HashMap::new(),
+            status_seq: 0,
+            ready_at: None,
+            started: Instant::now(),
+            events_tx,
+            events,
+            signals: MasterSignals::install()?,
+            commands,
+        })
+    }
+
+    pub(super) fn spawn(&mut self, kind: ChildKind, part: Part) -> Result<u32, ClusterError> {
+        let listeners = self.listeners.raw_fds();
+        let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
+        let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
+        let pid = handle.pid;
+        tracing::info!(pid, "started the {}", kind.label());
+        let mut init = self.init.clone();
+        init.published = self.published();
+        init.members = self.members();
+        handle.send(ToChild::Init(Box::new(init)));
+        self.procs.insert(
+            pid,
+            Proc {
+                handle,
+                part,
+                started: Instant::now(),
+                ready: false,
+                failure: None,
+                missed_ready: false,
+            },
+        );
+        if part == Part::Current {
+            self.slot_mut(kind).current = Some(pid);
+        }
+        self.schedule(ready_timeout(&self.config, kind), Timer::ReadyDeadline(pid));
+        Ok(pid)
+    }
+
+    pub(super) fn spawn_restart(&mut self, kind: ChildKind) -> Result<u32, ClusterError> {
+        self.slot_mut(kind).restarts += 1;
+        self.spawn(kind, Part::Current)
+    }
+
+    pub(super) fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers
+            .insert((Instant::now() + after, self.timer_seq), timer);
+    }
+
+    pub(super) fn slot_mut(&mut self, kind: ChildKind) -> &mut Slot {
+        match kind {
+            ChildKind::Library => &mut self.library,
+            ChildKind::Worker(id) => &mut self.workers[id as usize],
+        }
+    }
+
+    pub(super) fn send(&self, pid: u32, msg: ToChild) {
+        if let Some(p) = self.procs.get(&pid) {
+            p.handle.send(msg);
+        }
+    }
+
+    pub(super) fn send_to_workers(&self, msg: &ToChild) {
+        for p in self.procs.values() {
+            if p.handle.kind != ChildKind::Library {
+                p.handle.send(msg.clone());
+            }
+        }
+    }
+}
+
+pub(super) fn ready_timeout(config: &Settings, kind: ChildKind) -> Duration {
+    match kind {
+        ChildKind::Library => config.library_ready_timeout,
+        ChildKind::Worker(_) => config.worker_ready_timeout,
+    }
+}
+
+/// The error of a start aborted because `kind` failed.
+pub(super) fn start_error(
+    config: &Settings,
+    kind: ChildKind,
+    pid: u32,
+    p: &Proc,
+    how: String,
+) -> ClusterError {
+    match (kind, p.missed_ready, &p.failure) {
+        (ChildKind::Library, true, _) => ClusterError::LibraryNotReady {
+            timeout: config.library_ready_timeout,
+        },
+        (ChildKind::Worker(worker_id), true, _) => ClusterError::WorkerNotReady {
+            worker_id,
+            pid,
+            timeout: config.worker_ready_timeout,
+        },
+        (ChildKind::Library, false, Some(reason)) => ClusterError::LibraryInit {
+            message: reason.clone(),
+        },
+        _ => failed(kind, pid, how),
+    }
+}
+
+pub(super) fn failed(kind: ChildKind, pid: u32, status: String) -> ClusterError {
+    match kind {
+        ChildKind::Library => ClusterError::LibraryExited { pid, status },
+        ChildKind::Worker(worker_id) => ClusterError::WorkerFailed {
+            worker_id,
+            pid,
+            status,
+        },
+    }
+}

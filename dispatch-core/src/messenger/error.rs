@@ -1,0 +1,42 @@
+//! Why a message could not be sent.
+
+use thiserror::Error;
+
+/// Why a message could not be sent.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The value could not be encoded.
+    #[error("cannot encode the message for topic `{topic}`: {message}")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// The encoder's error.
+        message: String,
+    },
+    /// The encoded value is larger than a message can be.
+    #[error("the message for topic `{topic}` is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// The topic.
+        topic: String,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No process of the cluster has this pid.
+    #[error("no process of the cluster has pid {pid}")]
+    UnknownPid {
+        /// The pid asked for.
+        pid: u32,
+    },
+    /// The master rejected the message for another reason.
+    #[error("the message was not delivered: {reason}")]
+    Rejected {
+        /// The master's reason.
+        reason: String,
+    },
+    /// The master is gone: the process is exiting.
+    #[error("the master is gone")]
+    Closed,
+}

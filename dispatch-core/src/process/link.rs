@@ -1,0 +1,229 @@
+//! A child's link to its master, the same for the Library and for every worker: take the
+//! inherited control socket, read the init message, install the messenger with what the master
+//! handed over, and follow the master's messages for the rest of the process's life.
+//!
+//! The master's orders become state the role reads: [`Orders::stop`] (asked to stop, or the
+//! master is gone), [`Orders::cluster_ready`] and [`Orders::library_back`]. A stats request is
+//! answered from whatever the role registered with [`MasterLink::report_stats_with`].
+
+use super::fds::inherited_control;
+use super::role::ChildEnv;
+use crate::cluster_error::ClusterError;
+use crate::messenger::Messenger;
+use crate::metrics::MethodStats;
+use crate::wire::{ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Notify};
+
+/// Why a child stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    /// The master asked it to (graceful stop, reload, scale).
+    Asked,
+    /// End-of-file on the control socket: the master is gone.
+    MasterGone,
+    /// The control socket broke or carried something undecodable.
+    ControlBroken,
+}
+
+impl StopCause {
+    /// For logs: "library stopping: {why}".
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            StopCause::Asked => "the master asked it to stop",
+            StopCause::MasterGone => "the master is gone",
+            StopCause::ControlBroken => "its control socket broke",
+        }
+    }
+}
+
+/// What a child reports when the master asks for its stats: calls served or made, calls in
+/// flight, and (from the Library) per-method metrics.
+pub(crate) type StatsFn = Box<dyn Fn() -> (u64, u64, Vec<MethodStats>) + Send + Sync>;
+
+/// The master's orders, as state.
+#[derive(Debug, Clone)]
+pub(crate) struct Orders {
+    /// `Some` once the child must stop, with why.
+    pub(crate) stop: watch::Receiver<Option<StopCause>>,
+    /// `true` once every process of the cluster is ready.
+    pub(crate) cluster_ready: watch::Receiver<bool>,
+    /// Notified when the master says the Library was restarted and is ready again.
+    pub(crate) library_back: Arc<Notify>,
+    /// `true` once the control socket is closed or broken.
+    gone: watch::Receiver<bool>,
+}
+
+impl Orders {
+    /// Resolves with the cause once the child must stop.
+    pub(crate) async fn stopped(&self) -> StopCause {
+        let mut stop = self.stop.clone();
+        let cause = match stop.wait_for(Option::is_some).await {
+            Ok(cause) => *cause,
+            // The link's task ended without a word: the socket is gone.
+            Err(_) => None,
+        };
+        cause.unwrap_or(StopCause::MasterGone)
+    }
+
+    /// Resolves once the control socket is closed or broken, even after a stop was asked for.
+    pub(crate) async fn master_gone(&self) {
+        let _ = self.gone.clone().wait_for(|gone| *gone).await;
+    }
+}
+
+/// A child's joined link: the init message, the way to write to the master, and its orders.
+pub(crate) struct MasterLink {
+    /// The master's init message (its published values and membership are in the messenger).
+    pub(crate) init: ChildInit,
+    /// The queue of messages to the master.
+    pub(crate) outbox: ControlWriter,
+    /// The master's orders.
+    pub(crate) orders: Orders,
+    stats: Arc<Mutex<Option<StatsFn>>>,
+}
+
+impl std::fmt::Debug for MasterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterLink")
+            .field("init", &self.init)
+            .field("orders", &self.orders)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterLink {
+    /// Takes the control socket the master handed down, reads the init message (the first
+    /// thing the master sends), installs the messenger and starts following the master.
+    pub(crate) async fn join(env: &ChildEnv) -> Result<MasterLink, ClusterError> {
+        let stream = inherited_control(env.control_fd, env.master_pid)?;
+        let mut control = ControlChannel::new(stream);
+        let mut init = match control.recv::<ToChild>().await? {
+            Some(ToChild::Init(init)) => *init,
+            other => {
+                return Err(ClusterError::Protocol {
+                    message: format!("expected the init message from the master, got {other:?}"),
+                })
+            }
+        };
+        let (sender, receiver) = control.split();
+        let outbox = ControlWriter::spawn(sender);
+        // Installed before any application code, which may send from its setup already.
+        let messenger = Messenger::install(outbox.clone());
+        messenger.preload(
+            std::mem::take(&mut init.members),
+            std::mem::take(&mut init.published),
+        );
+        let (stop_tx, stop) = watch::channel(None);
+        let (ready_tx, cluster_ready) = watch::channel(false);
+        let (gone_tx, gone) = watch::channel(false);
+        let library_back = Arc::new(Notify::new());
+        let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
+        tokio::spawn(follow(
+            receiver,
+            messenger,
+            outbox.clone(),
+            Arc::clone(&stats),
+            Signals {
+                stop: stop_tx,
+                cluster_ready: ready_tx,
+                library_back: Arc::clone(&library_back),
+                gone: gone_tx,
+            },
+        ));
+        Ok(MasterLink {
+            init,
+            outbox,
+            orders: Orders {
+                stop,
+                cluster_ready,
+                library_back,
+                gone,
+            },
+            stats,
+        })
+    }
+
+    /// Answers the master's stats requests with `stats` from now on (until then: zeros).
+    pub(crate) fn report_stats_with(&self, stats: StatsFn) {
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Tells the master this child could not start, and waits until that is written.
+    pub(crate) async fn report_failure(&self, reason: String) {
+        self.outbox.send(ToMaster::Failed { reason });
+        self.outbox.flush().await;
+    }
+}
+
+/// The senders behind [`Orders`].
+struct Signals {
+    stop: watch::Sender<Option<StopCause>>,
+    cluster_ready: watch::Sender<bool>,
+    library_back: Arc<Notify>,
+    gone: watch::Sender<bool>,
+}
+
+/// Turns the master's messages into the child's state, for the child's whole life.
+async fn follow(
+    mut receiver: ControlReceiver,
+    messenger: &'static Messenger,
+    outbox: ControlWriter,
+    stats: Arc<Mutex<Option<StatsFn>>>,
+    signals: Signals,
+) {
+    let cause = loop {
+        let msg = match receiver.recv::<ToChild>().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break StopCause::MasterGone,
+            Err(e) => {
+                tracing::error!("{e}");
+                break StopCause::ControlBroken;
+            }
+        };
+        match messenger.handle(msg) {
+            None => {}
+            Some(ToChild::ClusterReady) => {
+                signals.cluster_ready.send_replace(true);
+            }
+            Some(ToChild::LibraryRestarted) => signals.library_back.notify_one(),
+            Some(ToChild::StatsRequest { id }) => {
+                let (calls, in_flight, methods) = stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map_or((0, 0, Vec::new()), |f| f());
+                outbox.send(ToMaster::Stats {
+                    id,
+                    calls,
+                    in_flight,
+                    methods,
+                });
+            }
+            Some(ToChild::Shutdown) => {
+                signals.stop.send_if_modified(|s| {
+                    let first = s.is_none();
+                    if first {
+                        *s = Some(StopCause::Asked);
+                    }
+                    first
+                });
+            }
+            Some(
+                ToChild::Init(_) | ToChild::Deliver(_) | ToChild::Sent { .. } | ToChild::Members(_),
+            ) => {}
+        }
+    };
+    // A stop already asked for stays the cause; the socket closing after it is expected.
+    signals.stop.send_if_modified(|s| {
+        let first = s.is_none();
+        if first {
+            *s = Some(cause);
+        }
+        first
+    });
+    signals.gone.send_replace(true);
+}

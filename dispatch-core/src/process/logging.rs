@@ -1,0 +1,62 @@
+//! Logs: `tracing`, with every process's events inside a span carrying its role, worker id and
+//! pid. `RUST_LOG` selects what is shown (default `info`, with tarpc's own logs off: every failure
+//! it logs reaches the caller as a typed error).
+
+use crate::settings::LogFormat;
+use std::io::IsTerminal;
+use tracing::Span;
+
+/// Installs a stderr subscriber filtered by `RUST_LOG`, unless the application installed one,
+/// and routes panics through `tracing` so they carry the process's span.
+pub(crate) fn init(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
+    let json = format == LogFormat::Json
+        || std::env::var("DISPATCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(target: "dispatch::panic", "{info}");
+    }));
+}
+
+/// The span every event of this process is logged in.
+pub(crate) fn process_span(role: &'static str, worker_id: Option<u32>) -> Span {
+    let span = tracing::info_span!(
+        "dispatch",
+        role,
+        worker_id = tracing::field::Empty,
+        pid = std::process::id()
+    );
+    if let Some(id) = worker_id {
+        span.record("worker_id", id);
+    }
+    span
+}
+
+/// A tokio runtime whose threads (the one that runs `block_on` and every other it starts)
+/// log inside `span`.
+pub(crate) fn runtime(span: &Span) -> std::io::Result<tokio::runtime::Runtime> {
+    let for_threads = span.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(move || {
+            // A thread of the blocking pool: stays in the process span for its whole life.
+            std::mem::forget(for_threads.clone().entered());
+        })
+        .build()
+}

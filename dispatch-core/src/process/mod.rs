@@ -1,0 +1,19 @@
+//! Everything about being an OS process of the cluster: which role this process plays, how the
+//! master starts a child (re-executing this binary with its control socket and listeners at
+//! fixed descriptors), the private runtime dir, logs, how a child ends, and a child's link to its
+//! master.
+
+pub(crate) mod exit;
+pub(crate) mod fds;
+pub(crate) mod hooks;
+pub(crate) mod link;
+pub(crate) mod listeners;
+pub(crate) mod logging;
+pub(crate) mod role;
+pub(crate) mod runtime_dir;
+pub(crate) mod spawn;
+
+pub(crate) use hooks::{Hooks, Setup};
+pub(crate) use link::{MasterLink, StopCause};
+pub(crate) use role::{ChildEnv, Role};
+pub(crate) use spawn::{spawn_child, ChildKind, Spawned};

@@ -1,0 +1,11 @@
+//! The contract between `#[library_service]` and the Library: what the macro registers (a
+//! type-erased service, its methods and their signatures), the manifest built from every
+//! registration, and how a panic in a method becomes a message for its caller.
+
+mod manifest;
+pub(crate) mod panic;
+mod registration;
+
+pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
+pub(crate) use registration::registered;
+pub use registration::{CallFuture, ErasedService, InitFuture, MethodInfo, ServiceRegistration};

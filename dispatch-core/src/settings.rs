@@ -1,0 +1,186 @@
+//! The cluster's settings: one type, built by [`Cluster`](crate::Cluster)'s methods in the
+//! master and handed to every child as it is, in its init message. Every process reads the same
+//! values in the same units; nothing converts them on the way.
+//!
+//! A leaf: this module imports nothing else of the crate.
+//!
+//! Restarts follow [`RestartPolicy`]: a crash is restarted at once the first time; if the
+//! restarted process crashes again before it has run for [`RestartPolicy::reset_after`], the
+//! next restart waits, the wait growing by [`RestartPolicy::backoff_factor`] up to
+//! [`RestartPolicy::max_backoff`] (PM2's scheme). Over all processes, more than
+//! [`RestartPolicy::crash_limit`] crashes within [`RestartPolicy::crash_window`] is a crash loop:
+//! the cluster stops (cfork's limit, OTP's intensity/period).
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The settings of a cluster, the same in every process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// How many app workers run.
+    pub(crate) workers: usize,
+    /// The deadline of a call that sets none.
+    pub(crate) call_timeout: Duration,
+    /// How long the Library may take to become ready.
+    pub(crate) library_ready_timeout: Duration,
+    /// How long a worker may take to become ready.
+    pub(crate) worker_ready_timeout: Duration,
+    /// How long a peer of the Library has to complete its handshake.
+    pub(crate) handshake_timeout: Duration,
+    /// How long a stopping process may take before it is killed.
+    pub(crate) grace_period: Duration,
+    /// The frame limit on the data plane, the same on both sides.
+    pub(crate) max_frame: usize,
+    /// The Library's per-connection cap on calls in flight.
+    pub(crate) max_in_flight: u32,
+    /// How crashed processes are restarted.
+    pub(crate) restart: RestartPolicy,
+    /// The addresses of the shared listeners the master binds.
+    pub(crate) listen: Vec<String>,
+    /// Whether workers report ready only when the application says so.
+    pub(crate) explicit_ready: bool,
+    /// Messages the master holds for a process that is not ready.
+    pub(crate) message_queue_limit: usize,
+    /// The cluster's name, if one was given.
+    pub(crate) name: Option<String>,
+    /// Whether the Library keeps per-method metrics.
+    pub(crate) method_metrics: bool,
+    /// How every process writes its logs.
+    pub(crate) log_format: LogFormat,
+}
+
+impl Default for Settings {
+    /// One worker per core, 3 s call deadline, 30 s ready timeouts, 5 s grace period, 8 MiB
+    /// frames.
+    fn default() -> Self {
+        Settings {
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            call_timeout: Duration::from_secs(3),
+            library_ready_timeout: Duration::from_secs(30),
+            worker_ready_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(1),
+            grace_period: Duration::from_secs(5),
+            max_frame: 8 << 20,
+            max_in_flight: 1024,
+            restart: RestartPolicy::default(),
+            listen: Vec::new(),
+            explicit_ready: false,
+            message_queue_limit: 10_000,
+            name: None,
+            method_metrics: true,
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The cluster's name: the one given, else the binary's file name.
+    pub(crate) fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::env::args_os()
+                .next()
+                .and_then(|a| {
+                    std::path::Path::new(&a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "dispatch".into())
+        })
+    }
+}
+
+/// How processes write their logs (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers; span fields (role, worker_id, pid) included.
+    Json,
+}
+
+/// How the master restarts crashed processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// Whether crashed processes are restarted at all. Without restarts, the first crash stops
+    /// the cluster with an error.
+    pub enabled: bool,
+    /// The wait before the second restart in a row (the first is immediate). Default 100 ms.
+    pub initial_backoff: Duration,
+    /// How much each further wait grows. Default 1.5.
+    pub backoff_factor: f64,
+    /// The longest wait. Default 15 s.
+    pub max_backoff: Duration,
+    /// A process that ran this long before crashing starts the backoff over. Default 30 s.
+    pub reset_after: Duration,
+    /// More crashes than this within `crash_window`, over all processes, stop the cluster.
+    /// Default 60.
+    pub crash_limit: u32,
+    /// The window of `crash_limit`. Default 60 s.
+    pub crash_window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            enabled: true,
+            initial_backoff: Duration::from_millis(100),
+            backoff_factor: 1.5,
+            max_backoff: Duration::from_secs(15),
+            reset_after: Duration::from_secs(30),
+            crash_limit: 60,
+            crash_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// No restarts: the first crash stops the cluster.
+    pub fn never() -> Self {
+        RestartPolicy {
+            enabled: false,
+            ..RestartPolicy::default()
+        }
+    }
+
+    /// The wait before restarting after the `consecutive`-th crash in a row (1-based).
+    pub(crate) fn backoff(&self, consecutive: u32) -> Duration {
+        if consecutive <= 1 {
+            return Duration::ZERO;
+        }
+        let exp = i32::try_from(consecutive - 2).unwrap_or(i32::MAX);
+        let wait = self.initial_backoff.as_secs_f64() * self.backoff_factor.max(1.0).powi(exp);
+        Duration::try_from_secs_f64(wait)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_restart_is_immediate_then_backs_off_by_half_up_to_the_cap() {
+        let p = RestartPolicy::default();
+        assert_eq!(p.backoff(1), Duration::ZERO);
+        assert_eq!(p.backoff(2), Duration::from_millis(100));
+        assert_eq!(p.backoff(3), Duration::from_millis(150));
+        assert_eq!(p.backoff(4), Duration::from_millis(225));
+        assert_eq!(p.backoff(100), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn settings_cross_the_control_socket_unchanged() {
+        let s = Settings {
+            call_timeout: Duration::from_micros(1_234_567),
+            name: Some("x".into()),
+            ..Settings::default()
+        };
+        let bytes = bincode::serialize(&s).expect("encode");
+        let back: Settings = bincode::deserialize(&bytes).expect("decode");
+        assert_eq!(back.call_timeout, s.call_timeout);
+        assert_eq!(back.name, s.name);
+        assert_eq!(back.restart, s.restart);
+    }
+}

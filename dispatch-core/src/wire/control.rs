@@ -1,0 +1,128 @@
+//! The control plane's messages: what the master and each child say to each other over the
+//! child's private socket pair ([`ControlChannel`](super::ControlChannel)).
+
+use crate::metrics::MethodStats;
+use crate::settings::Settings;
+use crate::topic::Members;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::path::PathBuf;
+
+/// The largest control message.
+pub(crate) const MAX_CONTROL_FRAME: usize = 1 << 20;
+/// The largest message payload: a control frame less room for the envelope.
+pub(crate) const MAX_MESSAGE: usize = MAX_CONTROL_FRAME - 4096;
+
+/// Master → child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ToChild {
+    /// The first message: what the child needs to join the cluster.
+    Init(Box<ChildInit>),
+    /// Every process of the cluster is ready.
+    ClusterReady,
+    /// The Library was restarted and is ready again: reconnect now.
+    LibraryRestarted,
+    /// Stop: a worker lets its app drain, the Library closes its services.
+    Shutdown,
+    /// A message for this process.
+    Deliver(Incoming),
+    /// The outcome of a send that asked for one.
+    Sent {
+        /// The send's sequence number.
+        seq: u64,
+        /// Why it could not be delivered, if it could not.
+        error: Option<String>,
+    },
+    /// The cluster's live processes changed.
+    Members(Members),
+    /// Report your call counts (and, from the Library, per-method metrics).
+    StatsRequest {
+        /// Echoed in the answer.
+        id: u64,
+    },
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Target {
+    /// The Library and every worker, the sender included.
+    Broadcast,
+    /// Every worker.
+    App,
+    /// The Library.
+    Library,
+    /// One worker, chosen by the master.
+    Random,
+    /// One process.
+    Pid(u32),
+}
+
+/// A message on its way to the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Outgoing {
+    /// Non-zero when the sender waits for a [`ToChild::Sent`] answer.
+    pub(crate) seq: u64,
+    pub(crate) target: Target,
+    pub(crate) topic: String,
+    pub(crate) payload: ByteBuf,
+    /// Kept by the master as the topic's latest value, replayed to processes that start later.
+    pub(crate) retain: bool,
+}
+
+/// A message delivered to a process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Incoming {
+    /// The sender's pid (0: the master itself).
+    pub(crate) from: u32,
+    pub(crate) topic: String,
+    pub(crate) payload: ByteBuf,
+    /// The version of a published (retained) value, numbered by the master per topic from 1;
+    /// 0 for an ordinary message.
+    pub(crate) version: u64,
+}
+
+/// What a child needs to join the cluster: the master's first message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildInit {
+    /// The cluster's secret: an Agent proves membership with it.
+    pub(crate) token: String,
+    /// Where the Library listens.
+    pub(crate) library_socket: PathBuf,
+    /// The cluster's settings, as the master holds them.
+    pub(crate) settings: Settings,
+    /// The latest value of every published topic, so the child has them before any of its
+    /// setup runs: a restarted Library resumes from them, a worker starts with them.
+    pub(crate) published: Vec<Incoming>,
+    /// The cluster's live processes when the child was started: a restarted Library knows every
+    /// worker before it serves its first call (egg#1743).
+    pub(crate) members: Members,
+}
+
+/// Child → master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ToMaster {
+    /// The child is ready: the Library has initialised its services and listens; a worker's
+    /// Agent is connected and has checked the manifest.
+    Ready {
+        /// The Library's services (`demo (2 methods), …`); empty for a worker.
+        services: String,
+    },
+    /// The child could not start, and says why before it exits.
+    Failed {
+        /// The reason, naming the service or step that failed.
+        reason: String,
+    },
+    /// A message to route.
+    Send(Outgoing),
+    /// The answer to a [`ToChild::StatsRequest`].
+    Stats {
+        /// The request's id.
+        id: u64,
+        /// Calls served (the Library) or made (a worker).
+        calls: u64,
+        /// Calls running or waiting now.
+        in_flight: u64,
+        /// The Library's per-method metrics; empty from workers.
+        methods: Vec<MethodStats>,
+    },
+}

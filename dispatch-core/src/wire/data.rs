@@ -1,0 +1,182 @@
+//! The data plane's messages: what an Agent and the Library say to each other over the Library's
+//! Unix socket. Both sides frame with the same length-delimited codec and the same frame limit.
+
+use super::framing::{framed, Framing};
+use crate::error::RemoteError;
+use bincode::Options;
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::borrow::Cow;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+use tarpc::{ClientMessage, Response};
+use tokio::net::UnixStream;
+
+/// Version of this protocol; an Agent and a Library of different versions refuse each other.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Bytes of a frame not available to a call's payload: the tarpc envelope (request id, context,
+/// service and method names) takes at most this much.
+pub(crate) const FRAME_OVERHEAD: usize = 1024;
+
+/// The longest service or method name a request may carry.
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
+/// The largest first frame the Library reads from a peer that has not authenticated yet. A
+/// [`Hello`] is a few dozen bytes; a length prefix over this is refused as soon as it is read, so
+/// an unauthenticated peer can never make the Library buffer a large frame.
+pub(crate) const MAX_HELLO_FRAME: usize = 4096;
+
+/// The furthest deadline the Library accepts on a call. tarpc keeps a call's deadline in a timer
+/// wheel that panics past about two years (and `Instant` arithmetic panics past its range), so a
+/// later deadline is lowered to this one when the request is decoded; a call that must run for a
+/// year has no deadline in practice.
+pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The largest argument or reply payload for a frame limit of `max_frame` bytes.
+pub(crate) fn payload_limit(max_frame: usize) -> usize {
+    max_frame.saturating_sub(FRAME_OVERHEAD)
+}
+
+/// The first frame an Agent sends: who it is and the proof that it belongs to the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// [`PROTOCOL_VERSION`] of the Agent.
+    pub(crate) protocol: u32,
+    /// The cluster token the master gave the worker.
+    pub(crate) token: String,
+    /// The worker's id, for the Library's logs.
+    pub(crate) worker_id: u32,
+}
+
+/// The Library's answer to a [`Hello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Welcome {
+    /// Accepted: from now on the connection carries tarpc frames. The manifest lets the Agent
+    /// check that it was built with the same services.
+    Accepted(crate::service::Manifest),
+    /// Refused, with the reason: retrying cannot help.
+    Refused(String),
+    /// Not now: the Library serves as many connections as it may. Worth retrying.
+    Busy(String),
+}
+
+/// One call: `service.method(args)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CallRequest {
+    /// The service's wire name.
+    pub(crate) service: String,
+    /// The method's name.
+    pub(crate) method: String,
+    /// The bincode-encoded argument tuple.
+    pub(crate) args: ByteBuf,
+}
+
+impl tarpc::RequestName for CallRequest {
+    fn name(&self) -> &str {
+        "call"
+    }
+}
+
+/// The answer to a [`CallRequest`]: the encoded return value, or why there is none.
+pub(crate) type CallResponse = Result<ByteBuf, RemoteError>;
+
+/// A framed Unix stream for the Library's side of a handshake: its frame limit is
+/// [`MAX_HELLO_FRAME`] until the peer has authenticated (then raise it with
+/// `codec_mut().set_max_frame_length`).
+pub(crate) fn handshake_framed(stream: UnixStream) -> Framing {
+    framed(stream, MAX_HELLO_FRAME)
+}
+
+/// The tarpc transport over an already handshaken framed stream.
+pub(crate) fn transport<In, Out>(
+    framed: Framing,
+) -> tarpc::serde_transport::Transport<
+    UnixStream,
+    In,
+    Out,
+    tarpc::tokio_serde::formats::Bincode<In, Out>,
+>
+where
+    In: for<'de> Deserialize<'de>,
+    Out: Serialize,
+{
+    tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default())
+}
+
+/// What the Library reads and writes on an authenticated connection.
+pub(crate) type ServerTransport = tarpc::serde_transport::Transport<
+    UnixStream,
+    ClientMessage<CallRequest>,
+    Response<CallResponse>,
+    ServerCodec,
+>;
+
+/// The Library's tarpc transport over an already handshaken framed stream. Requests are decoded
+/// by [`ServerCodec`], which lowers a deadline past [`MAX_DEADLINE`] instead of letting tarpc
+/// panic on it.
+pub(crate) fn server_transport(framed: Framing) -> ServerTransport {
+    tarpc::serde_transport::new(framed, ServerCodec)
+}
+
+/// The Library's codec: the same bincode as tarpc's (so an Agent needs nothing special), with
+/// every request's deadline brought within [`MAX_DEADLINE`] before tarpc sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ServerCodec;
+
+impl tarpc::tokio_serde::Deserializer<ClientMessage<CallRequest>> for ServerCodec {
+    type Error = io::Error;
+
+    fn deserialize(
+        self: Pin<&mut Self>,
+        src: &BytesMut,
+    ) -> Result<ClientMessage<CallRequest>, io::Error> {
+        decode_client_message(src)
+    }
+}
+
+impl tarpc::tokio_serde::Serializer<Response<CallResponse>> for ServerCodec {
+    type Error = io::Error;
+
+    fn serialize(self: Pin<&mut Self>, item: &Response<CallResponse>) -> Result<Bytes, io::Error> {
+        super::codec::encode(item)
+            .map(Bytes::from)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Decodes one request frame as the Library does: never panics, whatever the bytes.
+pub(crate) fn decode_client_message(frame: &[u8]) -> Result<ClientMessage<CallRequest>, io::Error> {
+    let frame = clamp_deadline(frame);
+    bincode::DefaultOptions::new()
+        .deserialize(&frame)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A request frame whose deadline is at most [`MAX_DEADLINE`] away: the frame itself when it
+/// already is (or is not a request at all, or is too short to tell: decoding will say why),
+/// else a copy with the deadline lowered.
+///
+/// tarpc encodes `ClientMessage::Request` as variant 0 followed by the context, whose first field
+/// is the deadline as a `Duration` relative to the sender's clock (seconds, nanoseconds).
+pub(crate) fn clamp_deadline(frame: &[u8]) -> Cow<'_, [u8]> {
+    let options = bincode::DefaultOptions::new().allow_trailing_bytes();
+    let mut rest = frame;
+    let Ok((variant, secs, nanos)) = options.deserialize_from::<_, (u32, u64, u32)>(&mut rest)
+    else {
+        return Cow::Borrowed(frame);
+    };
+    let deadline = Duration::from_secs(secs).checked_add(Duration::from_nanos(u64::from(nanos)));
+    if variant != 0 || deadline.is_some_and(|d| d <= MAX_DEADLINE) {
+        return Cow::Borrowed(frame);
+    }
+    let Ok(fixed) = options.serialize(&(variant, MAX_DEADLINE.as_secs(), 0_u32)) else {
+        return Cow::Borrowed(frame);
+    };
+    let mut out = Vec::with_capacity(fixed.len() + rest.len());
+    out.extend_from_slice(&fixed);
+    out.extend_from_slice(rest);
+    Cow::Owned(out)
+}

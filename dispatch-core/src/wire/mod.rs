@@ -1,0 +1,28 @@
+//! Bytes on sockets, and nothing else: how every message of the cluster is encoded and framed.
+//!
+//! - [`codec`]: the one encoding (bincode 1.x, tarpc's options) of payloads and messages.
+//! - [`framing`]: the one length-delimited framing, with a limit, of every socket.
+//! - `data`: the data plane, Agent ⇄ Library: the handshake, then tarpc calls in an envelope.
+//! - `control`, `control_channel`, `control_writer`: the control plane, master ⇄ child.
+//!
+//! This module knows no process and no role: it is used by all of them.
+
+pub(crate) mod codec;
+mod control;
+mod control_channel;
+mod control_writer;
+mod data;
+pub(crate) mod framing;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use control::{ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, MAX_MESSAGE};
+pub(crate) use control_channel::{ControlChannel, ControlReceiver};
+pub(crate) use control_writer::ControlWriter;
+#[cfg(test)]
+pub(crate) use data::MAX_HELLO_FRAME;
+pub(crate) use data::{
+    handshake_framed, payload_limit, server_transport, transport, CallRequest, CallResponse, Hello,
+    Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
+};
+pub(crate) use framing::{framed, Framing};

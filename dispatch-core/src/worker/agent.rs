@@ -1,0 +1,266 @@
+//! The Agent: a worker's one multiplexed connection to the Library, kept up across Library
+//! restarts.
+
+use super::link::{keep_connected, open_link, Link, LinkError};
+use super::service_client::ServiceClient;
+use crate::cluster_error::ClusterError;
+use crate::error::Error;
+use crate::service::Manifest;
+use crate::settings::Settings;
+use crate::wire::{self, CallRequest};
+use once_cell::sync::OnceCell;
+use serde_bytes::ByteBuf;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tarpc::client::RpcError;
+use tokio::sync::{watch, Notify};
+
+static AGENT: OnceCell<Agent> = OnceCell::new();
+
+/// A call's tarpc context, built once: `context::current()` looks up the current span and its
+/// OpenTelemetry context on every call (measurable at 300k calls/s), and the Agent sets only
+/// the deadline (tarpc gives each call its own trace ids anyway).
+static CONTEXT: once_cell::sync::Lazy<tarpc::context::Context> =
+    once_cell::sync::Lazy::new(tarpc::context::current);
+
+/// A worker's connection to the Library. Every generated stub calls through it:
+/// `Agent::get().demo().get_name().await`.
+///
+/// One Agent exists per worker process, connected before the worker's code runs. All calls of
+/// the process share its one connection; they run concurrently and each has a deadline.
+///
+/// If the Library dies, the Agent reconnects by itself as soon as the master has restarted it.
+/// A call that was in flight fails at once with [`Error::LibraryRestarted`]; a call made while
+/// the Library is down waits for it, up to the call's deadline, and then fails with
+/// [`Error::Unavailable`] (it was not delivered).
+#[derive(Debug)]
+pub struct Agent {
+    link: watch::Receiver<Option<Arc<Link>>>,
+    reconnect: Arc<Notify>,
+    worker_id: u32,
+    /// The default deadline in microseconds; changeable at run time.
+    default_timeout_us: AtomicU64,
+    payload_limit: usize,
+    manifest: Manifest,
+    calls: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// What an Agent needs to connect: where, with which token, as which worker, with the
+/// cluster's settings (frame limit, call and handshake timeouts).
+#[derive(Debug, Clone)]
+pub(crate) struct AgentConfig {
+    pub(crate) socket: PathBuf,
+    pub(crate) token: String,
+    pub(crate) worker_id: u32,
+    pub(crate) settings: Settings,
+}
+
+impl Agent {
+    /// The Agent of this worker.
+    ///
+    /// # Panics
+    /// Outside a worker process of a running cluster (in the master, in the Library, in a plain
+    /// test): there is no Library to call there. Use [`Agent::try_get`] to check.
+    pub fn get() -> &'static Agent {
+        match AGENT.get() {
+            Some(agent) => agent,
+            None => panic!(
+                "Agent::get() called outside a cluster worker: the Agent exists only in worker \
+                 processes started by Cluster::run, after they connected to the Library \
+                 (use Agent::try_get() to check)"
+            ),
+        }
+    }
+
+    /// The Agent of this worker, or `None` outside a worker (or before it connected).
+    pub fn try_get() -> Option<&'static Agent> {
+        AGENT.get()
+    }
+
+    /// A handle on a service by name, for calls without a generated stub.
+    pub fn service<'a>(&'a self, name: &'a str) -> ServiceClient<'a> {
+        ServiceClient::new(self, name)
+    }
+
+    /// This worker's id (0-based).
+    pub fn worker_id(&self) -> u32 {
+        self.worker_id
+    }
+
+    /// The deadline given to a call that sets none (the cluster's `call_timeout` until
+    /// [`set_default_timeout`](Agent::set_default_timeout) changes it).
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_micros(self.default_timeout_us.load(Ordering::Relaxed))
+    }
+
+    /// Changes the deadline of every later call of this worker that sets none. A single call
+    /// sets its own with `with_timeout` on the stub.
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        let us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        self.default_timeout_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The largest argument or reply payload a call can carry.
+    pub fn payload_limit(&self) -> usize {
+        self.payload_limit
+    }
+
+    /// The Library's manifest, as received in the first handshake.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Whether the Agent is connected to the Library right now.
+    pub fn is_connected(&self) -> bool {
+        self.link.borrow().is_some()
+    }
+
+    /// Calls this worker has made, and calls in flight now.
+    pub fn call_counts(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Tells the Agent the Library is back, so it reconnects now instead of at its next retry.
+    pub(crate) fn reconnect_now(&self) {
+        self.reconnect.notify_one();
+    }
+
+    /// Sends one call and waits for its reply or its deadline (`timeout`, or the Agent's default).
+    pub(crate) async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        if args.len() > self.payload_limit {
+            return Err(Error::TooLarge {
+                what: "request",
+                size: args.len(),
+                limit: self.payload_limit,
+            });
+        }
+        if service.len() > wire::MAX_NAME_LEN || method.len() > wire::MAX_NAME_LEN {
+            return Err(Error::Codec {
+                message: format!(
+                    "service and method names are limited to {} bytes",
+                    wire::MAX_NAME_LEN
+                ),
+            });
+        }
+        // tarpc panics on deadlines beyond its timer wheel (about 795 days): cap them.
+        let timeout = timeout
+            .unwrap_or_else(|| self.default_timeout())
+            .min(wire::MAX_DEADLINE);
+        let deadline = Instant::now() + timeout;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let _running = crate::metrics::InFlight::start(&self.in_flight);
+        let link = self.current_link(deadline, timeout).await?;
+        let mut ctx = *CONTEXT;
+        ctx.deadline = deadline;
+        let request = CallRequest {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            args: ByteBuf::from(args),
+        };
+        match link.client.call(ctx, request).await {
+            Ok(Ok(reply)) => Ok(reply.into_vec()),
+            Ok(Err(remote)) => Err(remote.into()),
+            Err(RpcError::DeadlineExceeded) => Err(Error::DeadlineExceeded { timeout }),
+            Err(RpcError::Server(e)) => Err(Error::Unavailable {
+                reason: e.to_string(),
+            }),
+            // The connection broke with the call on it: the Library died (and is being
+            // restarted). The call may have run; it is not retried.
+            Err(RpcError::Shutdown | RpcError::Channel(_) | RpcError::Send(_)) => {
+                Err(Error::LibraryRestarted)
+            }
+        }
+    }
+
+    /// The live connection, waiting for the Library to come back up to `deadline`.
+    async fn current_link(&self, deadline: Instant, timeout: Duration) -> Result<Arc<Link>, Error> {
+        if let Some(link) = self.link.borrow().as_ref() {
+            return Ok(Arc::clone(link));
+        }
+        let mut rx = self.link.clone();
+        let waited = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(Option::is_some).await.map(|link| link.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(Some(link))) => Ok(link),
+            Ok(Ok(None)) => Err(Error::Unavailable {
+                reason: "the connection was lost again".into(),
+            }),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                reason: "the agent stopped".into(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                reason: format!(
+                    "the library did not come back within the call's deadline of {timeout:?}"
+                ),
+            }),
+        }
+    }
+
+    /// Connects to the Library once (see [`Agent::connect_within`]).
+    #[cfg(test)]
+    pub(crate) async fn connect(config: &AgentConfig) -> Result<Agent, ClusterError> {
+        Self::connect_within(config, Duration::ZERO).await
+    }
+
+    /// Connects to the Library (retrying for up to `patience` while it is not there yet: a
+    /// worker restarted while the Library restarts too), completes the handshake, checks the
+    /// manifest, and starts the task that keeps the connection up.
+    pub(crate) async fn connect_within(
+        config: &AgentConfig,
+        patience: Duration,
+    ) -> Result<Agent, ClusterError> {
+        let give_up = Instant::now() + patience;
+        let mut wait = Duration::from_millis(5);
+        let (client, dispatch, manifest) = loop {
+            match open_link(config).await {
+                Ok(opened) => break opened,
+                Err(LinkError::Fatal(e)) => return Err(e),
+                Err(LinkError::Transient(e)) if Instant::now() + wait >= give_up => return Err(e),
+                Err(LinkError::Transient(e)) => {
+                    tracing::debug!("cannot connect to the library yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                }
+            }
+        };
+        let (link_tx, link) = watch::channel(Some(Arc::new(Link { client })));
+        let reconnect = Arc::new(Notify::new());
+        tokio::spawn(keep_connected(
+            config.clone(),
+            dispatch,
+            link_tx,
+            Arc::clone(&reconnect),
+        ));
+        Ok(Agent {
+            link,
+            reconnect,
+            worker_id: config.worker_id,
+            default_timeout_us: AtomicU64::new(
+                u64::try_from(config.settings.call_timeout.as_micros()).unwrap_or(u64::MAX),
+            ),
+            payload_limit: wire::payload_limit(config.settings.max_frame),
+            manifest,
+            calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        })
+    }
+
+    /// Makes `self` the process's Agent.
+    pub(crate) fn install(self) -> &'static Agent {
+        AGENT.get_or_init(|| self)
+    }
+}

@@ -1,0 +1,168 @@
+//! An Agent's link to the Library: one connection attempt (connect, handshake, manifest check),
+//! and the task that keeps the connection up across Library restarts.
+
+use super::agent::AgentConfig;
+use crate::cluster_error::ClusterError;
+use crate::process::exit;
+use crate::service::Manifest;
+use crate::wire::{self, CallRequest, CallResponse, Hello, Welcome};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// One live connection to the Library.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) client: tarpc::client::Channel<CallRequest, CallResponse>,
+}
+
+/// Why a connection attempt failed.
+pub(super) enum LinkError {
+    /// Worth retrying: the Library is not (yet) there.
+    Transient(ClusterError),
+    /// Retrying cannot help: refused, or a different set of services.
+    Fatal(ClusterError),
+}
+
+/// The task that reads and writes one connection; it ends when the connection breaks.
+pub(super) type Dispatch = BoxFuture<'static, ()>;
+
+/// Runs the connection; when it breaks, marks the Agent disconnected and reconnects (at once
+/// when the master says the Library is back, else with a short backoff), for the worker's life.
+pub(super) async fn keep_connected(
+    config: AgentConfig,
+    mut dispatch: Dispatch,
+    link: watch::Sender<Option<Arc<Link>>>,
+    reconnect: Arc<Notify>,
+) {
+    loop {
+        dispatch.await;
+        link.send_replace(None);
+        let lost = Instant::now();
+        tracing::warn!("lost the connection to the library; reconnecting");
+        let mut wait = Duration::from_millis(5);
+        dispatch = loop {
+            match open_link(&config).await {
+                Ok((client, next, _)) => {
+                    link.send_replace(Some(Arc::new(Link { client })));
+                    tracing::info!("reconnected to the library after {:?}", lost.elapsed());
+                    break next;
+                }
+                Err(LinkError::Fatal(e)) => {
+                    // A Library with other services cannot serve this worker's code: exit, and
+                    // let the master start a fresh worker.
+                    tracing::error!("cannot reconnect to the library: {e}; exiting");
+                    exit::exit(exit::WORKER_START_FAILED);
+                }
+                Err(LinkError::Transient(e)) => {
+                    tracing::debug!("reconnect failed: {e}");
+                    tokio::select! {
+                        () = reconnect.notified() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+            }
+        };
+    }
+}
+
+/// One connection attempt: connect, handshake, manifest check.
+pub(super) async fn open_link(
+    config: &AgentConfig,
+) -> Result<
+    (
+        tarpc::client::Channel<CallRequest, CallResponse>,
+        Dispatch,
+        Manifest,
+    ),
+    LinkError,
+> {
+    let transient = LinkError::Transient;
+    let stream = tokio::net::UnixStream::connect(&config.socket)
+        .await
+        .map_err(|e| {
+            transient(ClusterError::io(
+                format!(
+                    "cannot connect to the library at {}",
+                    config.socket.display()
+                ),
+                e,
+            ))
+        })?;
+    let mut framed = wire::framed(stream, config.settings.max_frame);
+    let hello = Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        token: config.token.clone(),
+        worker_id: config.worker_id,
+    };
+    let hello = wire::codec::encode(&hello).map_err(|e| {
+        LinkError::Fatal(ClusterError::Protocol {
+            message: format!("cannot encode the hello: {e}"),
+        })
+    })?;
+    let exchange = async {
+        framed.send(Bytes::from(hello)).await?;
+        framed.next().await.transpose()
+    };
+    let frame = match tokio::time::timeout(config.settings.handshake_timeout, exchange).await {
+        Err(_) => {
+            return Err(transient(ClusterError::Handshake {
+                message: format!(
+                    "the library did not answer within {:?}",
+                    config.settings.handshake_timeout
+                ),
+            }))
+        }
+        Ok(Err(e)) => return Err(transient(ClusterError::io("handshake with the library", e))),
+        Ok(Ok(None)) => {
+            return Err(transient(ClusterError::Handshake {
+                message: "the library closed the connection during the handshake".into(),
+            }))
+        }
+        Ok(Ok(Some(frame))) => frame,
+    };
+    let welcome: Welcome = wire::codec::decode(&frame).map_err(|e| {
+        LinkError::Fatal(ClusterError::Handshake {
+            message: format!("undecodable answer: {e}"),
+        })
+    })?;
+    let manifest = match welcome {
+        Welcome::Accepted(m) => m,
+        Welcome::Refused(reason) => {
+            return Err(LinkError::Fatal(ClusterError::Handshake {
+                message: reason,
+            }))
+        }
+        // The Library is at its connection cap: a slot may free up, so try again.
+        Welcome::Busy(reason) => {
+            return Err(transient(ClusterError::Handshake { message: reason }))
+        }
+    };
+    let local = Manifest::local();
+    if manifest.fingerprint() != local.fingerprint() {
+        // The Library may host more than this worker knows of; what this worker calls must be
+        // there with the same signature.
+        manifest.check_serves(&local).map_err(|e| {
+            LinkError::Fatal(ClusterError::Handshake {
+                message: e.to_string(),
+            })
+        })?;
+    }
+    let mut client_config = tarpc::client::Config::default();
+    client_config.max_in_flight_requests = 100_000;
+    client_config.pending_request_buffer = 1024;
+    let tarpc::client::NewClient { client, dispatch } =
+        tarpc::client::new(client_config, wire::transport(framed));
+    let dispatch = dispatch
+        .map(|result| {
+            if let Err(e) = result {
+                tracing::debug!("the library connection ended: {e}");
+            }
+        })
+        .boxed();
+    Ok((client, dispatch, manifest))
+}

@@ -1,0 +1,20 @@
+//! The worker process: runs the application's code, with an [`Agent`] connected to the Library.
+//!
+//! - `run`: the process's life (join the master, connect, set up, report ready, run the app).
+//! - `handle`: the [`Worker`] the application's function is given.
+//! - `agent`: the [`Agent`], every generated stub's way to the Library.
+//! - `link`: the Agent's connection, kept up across Library restarts.
+//! - `service_client`: [`ServiceClient`], what a generated stub wraps.
+
+mod agent;
+mod handle;
+mod link;
+mod run;
+mod service_client;
+
+pub use agent::Agent;
+#[cfg(test)]
+pub(crate) use agent::AgentConfig;
+pub use handle::Worker;
+pub(crate) use run::run;
+pub use service_client::ServiceClient;
