@@ -2,7 +2,7 @@
 //! `ToTokens`: the impl block itself, the Library's dispatcher, the `inventory` registration, the
 //! client stub, the Agent extension trait and the hidden compile-time checks.
 
-use crate::ast::{Method, Output, Service};
+use crate::ast::{Method, Output, Service, NOT_INHERENT};
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
 use crate::{fallback, signature, valid};
@@ -36,10 +36,9 @@ pub(crate) fn library_service(args: TokenStream, input: TokenStream) -> TokenStr
     match (cx.check(), service) {
         (Ok(()), Some(service)) => ServiceGenerator::new(&args, &service).into_token_stream(),
         (Err(errors), _) => fallback::expand(&item, &errors),
-        (Ok(()), None) => fallback::expand(
-            &item,
-            &syn::Error::new(Span::call_site(), crate::ast::NOT_INHERENT),
-        ),
+        (Ok(()), None) => {
+            fallback::expand(&item, &syn::Error::new(Span::call_site(), NOT_INHERENT))
+        }
     }
 }
 
@@ -177,7 +176,7 @@ impl<'a> ServiceGenerator<'a> {
         let name = &self.service.name;
         let type_name = signature::render(self_path);
         let methods = self.service.remote.iter().map(|m| {
-            let (method, sig, cfgs) = (m.ident.to_string(), signature::of(m), m.cfgs());
+            let (method, sig, cfgs) = (m.ident.to_string(), m.signature(), m.cfgs());
             quote!(#(#cfgs)* #p::MethodInfo { name: #method, signature: #sig })
         });
         let init = match &self.args.init {
