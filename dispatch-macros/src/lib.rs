@@ -6,6 +6,7 @@
 //! mistake into a `ctxt::Ctxt`, and `expand` emits the code (or, on a mistake, the errors and the
 //! impl block unchanged, from `fallback`).
 
+mod agent_methods;
 mod ast;
 mod attr;
 mod ctxt;
