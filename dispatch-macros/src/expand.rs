@@ -1,6 +1,11 @@
 //! Parse → validate → expand. [`ServiceGenerator`] has one method per generated item, joined by
 //! `ToTokens`: the impl block itself, the Library's dispatcher, the `inventory` registration, the
 //! client stub, the Agent extension trait and the hidden compile-time checks.
+//!
+//! Over 400 lines and still one concept, the code emitted for one service: its items share the
+//! generator's names (the `__private` path, `DemoClient`, `DemoAgentExt`, the accessor) and must
+//! agree with each other (each client stub calls a dispatcher arm by the same method name), so
+//! they are read side by side.
 
 use crate::ast::{Method, Output, Service, NOT_INHERENT};
 use crate::attr::{self, Args};
