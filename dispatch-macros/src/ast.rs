@@ -3,6 +3,7 @@
 
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
+use crate::signature::render;
 use proc_macro2::Span;
 use quote::{format_ident, quote};
 use syn::visit_mut::{self, VisitMut};
@@ -89,7 +90,7 @@ impl<'a> Service<'a> {
         };
         if let Some((_, trait_path, for_token)) = &imp.trait_ {
             let ty = &imp.self_ty;
-            let example = crate::signature::render(quote!(impl #ty));
+            let example = render(quote!(impl #ty));
             cx.error(
                 quote!(#trait_path #for_token),
                 format!(
@@ -184,6 +185,24 @@ impl<'a> Method<'a> {
     /// The user's doc comments on the method.
     pub(crate) fn docs(&self) -> impl Iterator<Item = &'a Attribute> {
         self.item.attrs.iter().filter(|a| a.path().is_ident("doc"))
+    }
+
+    /// The signature registered for the manifest, without the receiver:
+    /// `async fn parse(s: String) -> Result<u32, E>`. `Self` is replaced by the service type, and
+    /// a `Result` by its last path segment.
+    pub(crate) fn signature(&self) -> String {
+        let asyncness = &self.sig.asyncness;
+        let ident = self.ident;
+        let args = self.args.iter().map(|a| {
+            let (name, ty) = (&a.name, &a.resolved);
+            quote!(#name: #ty)
+        });
+        let output = match &self.output {
+            Output::Unit => quote!(),
+            Output::Value { resolved, .. } => quote!(-> #resolved),
+            Output::Fallible { ok, err } => quote!(-> Result<#ok, #err>),
+        };
+        render(quote!(#asyncness fn #ident(#(#args),*) #output))
     }
 }
 

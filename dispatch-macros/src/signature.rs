@@ -1,28 +1,11 @@
-//! The normalised signature string of a remote method (`async fn add(a: i64, b: i64) -> i64`),
-//! registered for the manifest: the Library and each worker compare them at handshake, and show
-//! them when they differ. Rendered from tokens, so whitespace and comments in the source do not
-//! matter, and spaced as rustfmt would, so they read well in an error message.
+//! Tokens as text, spaced as rustfmt would: the normalised signatures registered for the manifest
+//! (`async fn add(a: i64, b: i64) -> i64`, which the Library and each worker compare at handshake
+//! and show when they differ) and the code quoted in error messages. Rendered from tokens, so
+//! whitespace and comments in the source do not matter. A leaf: it knows tokens, not the service,
+//! so every other module can use it.
 
-use crate::ast::{Method, Output};
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
-use quote::{quote, ToTokens};
-
-/// The signature of `method` without its receiver: `async fn parse(s: String) -> Result<u32, E>`.
-/// `Self` is replaced by the service type, and a `Result` by its last path segment.
-pub(crate) fn of(method: &Method<'_>) -> String {
-    let asyncness = &method.sig.asyncness;
-    let ident = method.ident;
-    let args = method.args.iter().map(|a| {
-        let (name, ty) = (&a.name, &a.resolved);
-        quote!(#name: #ty)
-    });
-    let output = match &method.output {
-        Output::Unit => quote!(),
-        Output::Value { resolved, .. } => quote!(-> #resolved),
-        Output::Fallible { ok, err } => quote!(-> Result<#ok, #err>),
-    };
-    render(quote!(#asyncness fn #ident(#(#args),*) #output))
-}
+use quote::ToTokens;
 
 /// `tokens` as text, spaced as rustfmt would space a signature or a type.
 pub(crate) fn render(tokens: impl ToTokens) -> String {

@@ -1,4 +1,8 @@
 //! Unit tests of the expansion, on token streams: what is generated, and which mistakes are found.
+//!
+//! Over 400 lines and still one concept: every test expands a token stream with
+//! `library_service` and reads the result through the helpers at the top (`expand`, `errors`,
+//! `client_method`…), which all of them share.
 
 use crate::ast::snake_case;
 use crate::expand::library_service;

@@ -1,5 +1,6 @@
 //! The rules a service must follow, each broken rule reported at its token with the fix.
 
+use crate::agent_methods::AGENT_METHODS;
 use crate::ast::{ungroup, Method, Service};
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
@@ -9,20 +10,6 @@ use syn::{FnArg, ImplItemFn, Receiver, ReturnType, Type, TypeImplTrait, TypeRefe
 
 /// The methods every generated client has; a remote method of the same name would clash.
 pub(crate) const CLIENT_METHODS: [&str; 2] = ["with_timeout", "service_name"];
-
-/// `Agent`'s own methods: an extension method of the same name would be shadowed by them. A
-/// method added to `Agent` later and missing here is still caught, less clearly, by the generated
-/// check that `agent.demo()` returns a `DemoClient`.
-const AGENT_METHODS: [&str; 8] = [
-    "call_counts",
-    "service",
-    "worker_id",
-    "default_timeout",
-    "set_default_timeout",
-    "payload_limit",
-    "manifest",
-    "is_connected",
-];
 
 const MUT_SELF: &str = "service methods take `&self`: one instance serves every worker at once; \
      use interior mutability (a Mutex or atomics) instead of `&mut self`";
