@@ -19,6 +19,8 @@
 //! unchanged configuration even when it was re-read into a map with another iteration order,
 //! and so configuration types may use `serde_json::Value`, untagged enums and `flatten`, which a
 //! binary format cannot carry.
+//!
+//! [`Cluster::shared_config`]: crate::Cluster::shared_config
 
 mod cell;
 mod file;
@@ -30,10 +32,10 @@ mod worker;
 
 pub use format::ConfigFormat;
 
-use crate::cluster::Cluster;
 use crate::messenger::{MessageError, Messenger};
 use crate::topic::Topic;
 use cell::Cell;
+use futures::future::BoxFuture;
 use futures::Stream;
 use once_cell::sync::{Lazy, OnceCell};
 use serde::{de::DeserializeOwned, Serialize};
@@ -133,6 +135,8 @@ type Validator<T> = Arc<dyn Fn(&T) -> Result<(), String> + Send + Sync>;
 ///
 /// Every candidate value (a file's or key's new contents, a `set`) is parsed and validated in
 /// the Library; an invalid one is logged, naming its origin, and the last good value stays.
+///
+/// [`Cluster::shared_config`]: crate::Cluster::shared_config
 pub struct ConfigSource<T> {
     kind: SourceKind<T>,
     format: Option<ConfigFormat>,
@@ -387,86 +391,70 @@ fn is_current<T: Send + Sync + 'static>(entry: &Arc<Entry<T>>) -> bool {
     declared::<T>().is_some_and(|e| Arc::ptr_eq(&e, entry))
 }
 
-impl Cluster {
-    /// Declares a configuration of type `T` shared by the whole host: the Library loads it from
-    /// `source` before its services start and publishes it; every worker gets it before its
-    /// application code runs, then every later version. Read it anywhere in the Library or a
-    /// worker with [`SharedConfig::<T>::get()`](SharedConfig::get).
-    ///
-    /// A failure to load it at start (Redis down, file missing, invalid value) aborts the
-    /// cluster's start with a message naming the source, unless the source has a
-    /// [`fallback`](ConfigSource::fallback).
-    ///
-    /// One configuration per type: declare distinct types (newtypes) for several. Declaring the
-    /// same type again replaces the earlier declaration.
-    ///
-    /// ```no_run
-    /// use dispatch_core::{Cluster, ConfigSource, SharedConfig, Worker};
-    /// use futures::StreamExt;
-    ///
-    /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
-    /// struct AppConfig { greeting: String }
-    ///
-    /// fn main() -> Result<(), dispatch_core::ClusterError> {
-    ///     Cluster::new()
-    ///         .shared_config(ConfigSource::<AppConfig>::file("app.json"))
-    ///         .run(|worker: Worker| async move {
-    ///             let config = SharedConfig::<AppConfig>::get();
-    ///             println!("starting with {}", config.latest().greeting);
-    ///             let mut changes = config.watch();
-    ///             while let Some(c) = changes.next().await {
-    ///                 println!("worker {} config v{}: {:?}", worker.id(), c.version, c.value);
-    ///             }
-    ///             Ok::<(), std::io::Error>(())
-    ///         })
-    /// }
-    /// ```
-    pub fn shared_config<T>(self, source: ConfigSource<T>) -> Self
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
-        let type_name = std::any::type_name::<T>();
-        let entry = Arc::new(Entry {
-            type_name,
-            topics: Topics::new(type_name),
-            origin: source.origin(),
-            writable: matches!(source.kind, SourceKind::Memory(_)),
-            cell: Cell::new(),
-            publisher: OnceCell::new(),
-        });
-        REGISTRY
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                TypeId::of::<T>(),
-                Arc::clone(&entry) as Arc<dyn Any + Send + Sync>,
-            );
-        let wait = source.first_value_timeout;
-        let source = Arc::new(source);
-        let in_library = Arc::clone(&entry);
-        self.library_setup(move || {
+/// A setup step of a declared configuration: run in the Library's or in each worker's setup.
+pub(crate) type Step = Box<dyn Fn() -> BoxFuture<'static, Result<(), ConfigError>> + Send + Sync>;
+
+/// The two setup steps of a declared configuration, which
+/// [`Cluster::shared_config`](crate::Cluster::shared_config) registers.
+pub(crate) struct Declared {
+    /// The Library's: loads the configuration, publishes it, and keeps it current.
+    pub(crate) library: Step,
+    /// Each worker's: waits for the first value, then follows every later version.
+    pub(crate) worker: Step,
+}
+
+/// Declares a configuration of type `T` in this process, for
+/// [`Cluster::shared_config`](crate::Cluster::shared_config): registers it by type (replacing an
+/// earlier declaration of `T`, whose steps then do nothing) and returns its two setup steps.
+pub(crate) fn declare<T>(source: ConfigSource<T>) -> Declared
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let type_name = std::any::type_name::<T>();
+    let entry = Arc::new(Entry {
+        type_name,
+        topics: Topics::new(type_name),
+        origin: source.origin(),
+        writable: matches!(source.kind, SourceKind::Memory(_)),
+        cell: Cell::new(),
+        publisher: OnceCell::new(),
+    });
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            TypeId::of::<T>(),
+            Arc::clone(&entry) as Arc<dyn Any + Send + Sync>,
+        );
+    let wait = source.first_value_timeout;
+    let source = Arc::new(source);
+    let in_library = Arc::clone(&entry);
+    Declared {
+        library: Box::new(move || {
             let (entry, source) = (Arc::clone(&in_library), Arc::clone(&source));
-            async move {
+            Box::pin(async move {
                 if !is_current(&entry) {
                     return Ok(());
                 }
                 library::start(entry, source).await
-            }
-        })
-        .worker_setup(move || {
+            })
+        }),
+        worker: Box::new(move || {
             let entry = Arc::clone(&entry);
-            async move {
+            Box::pin(async move {
                 if !is_current(&entry) {
                     return Ok(());
                 }
                 worker::start(entry, wait).await
-            }
-        })
+            })
+        }),
     }
 }
 
 /// The shared configuration of type `T`, in the Library or a worker of a cluster that declared
 /// it with [`Cluster::shared_config`]. Cheap to clone.
+///
+/// [`Cluster::shared_config`]: crate::Cluster::shared_config
 pub struct SharedConfig<T> {
     entry: Arc<Entry<T>>,
 }
@@ -499,6 +487,8 @@ where
     /// Outside the Library and the workers of a cluster that declared `T` with
     /// [`Cluster::shared_config`] (in the master, say), and in the Library before the
     /// configuration's setup step ran. [`try_get`](SharedConfig::try_get) returns `None` instead.
+    ///
+    /// [`Cluster::shared_config`]: crate::Cluster::shared_config
     pub fn get() -> SharedConfig<T> {
         match Self::try_get() {
             Some(config) => config,
