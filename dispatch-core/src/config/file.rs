@@ -1,9 +1,10 @@
 //! The file source: read at start, then polled; a change is parsed and published, a bad one is
 //! logged and the last good value stays.
 
+use super::error::ConfigError;
 use super::format::ConfigFormat;
 use super::library::Publisher;
-use super::{ConfigError, ConfigSource, FileSettings};
+use super::source::{ConfigSource, FileSettings};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

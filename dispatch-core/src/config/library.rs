@@ -2,8 +2,11 @@
 //! (from the source's watcher, or a `set`). A restarted Library resumes from the value and
 //! version the master hands it.
 
+use super::error::ConfigError;
 use super::format::{self, ConfigFormat};
-use super::{ConfigError, ConfigSource, Entry, Fallback, SourceKind, Validator, Versioned};
+use super::registry::Entry;
+use super::shared::Versioned;
+use super::source::{ConfigSource, Fallback, SourceKind, Validator};
 use crate::messenger::Messenger;
 use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};

@@ -6,9 +6,10 @@
 //! and then re-reads the key, so a change made while it was away (even one whose `PUBLISH`
 //! nobody heard) is picked up, and none made between the two steps is missed.
 
+use super::error::ConfigError;
 use super::format::ConfigFormat;
 use super::library::Publisher;
-use super::{ConfigError, ConfigSource, RedisSettings};
+use super::source::{ConfigSource, RedisSettings};
 use futures::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use serde::{de::DeserializeOwned, Serialize};
