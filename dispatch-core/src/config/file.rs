@@ -3,7 +3,7 @@
 
 use super::error::ConfigError;
 use super::format::ConfigFormat;
-use super::library::Publisher;
+use super::publisher::Publisher;
 use super::source::{ConfigSource, FileSettings};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ where
         ),
     };
     if let Err(why) = loaded {
-        super::library::fallback(publisher, source, why).await?;
+        super::loader::fallback(publisher, source, why).await?;
     }
     tokio::spawn(poll(Arc::clone(publisher), settings.clone(), format, seen));
     Ok(())

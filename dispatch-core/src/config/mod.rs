@@ -25,14 +25,15 @@
 mod cell;
 mod error;
 mod file;
+mod follower;
 mod format;
-mod library;
+mod loader;
+mod publisher;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
 mod shared;
 mod source;
-mod worker;
 
 pub use error::ConfigError;
 pub use format::ConfigFormat;

@@ -8,7 +8,7 @@
 
 use super::error::ConfigError;
 use super::format::ConfigFormat;
-use super::library::Publisher;
+use super::publisher::Publisher;
 use super::source::{ConfigSource, RedisSettings};
 use futures::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -215,7 +215,7 @@ where
         },
     };
     if let Err(why) = loaded {
-        super::library::fallback(publisher, source, why).await?;
+        super::loader::fallback(publisher, source, why).await?;
     }
     tokio::spawn(run(
         client,

@@ -3,9 +3,10 @@
 
 use super::cell::Cell;
 use super::error::ConfigError;
-use super::library::{self, Publisher};
+use super::follower;
+use super::loader;
+use super::publisher::Publisher;
 use super::source::{ConfigSource, SourceKind};
-use super::worker;
 use crate::topic::Topic;
 use futures::future::BoxFuture;
 use once_cell::sync::{Lazy, OnceCell};
@@ -109,7 +110,7 @@ where
                 if !is_current(&entry) {
                     return Ok(());
                 }
-                library::start(entry, source).await
+                loader::start(entry, source).await
             })
         }),
         worker: Box::new(move || {
@@ -118,7 +119,7 @@ where
                 if !is_current(&entry) {
                     return Ok(());
                 }
-                worker::start(entry, wait).await
+                follower::start(entry, wait).await
             })
         }),
     }
