@@ -1,13 +1,10 @@
-//! The file source: read at start, then polled; a change is parsed and published, a bad one is
-//! logged and the last good value stays.
+//! The file source: read at start, then polled; each change of its contents goes to the loader,
+//! which parses and publishes it (or logs a bad one, and the last good value stays).
 
 use super::error::ConfigError;
-use super::format::ConfigFormat;
-use super::publisher::Publisher;
-use super::source::{ConfigSource, FileSettings};
-use serde::{de::DeserializeOwned, Serialize};
+use super::feed::{self, ChangeSender, Changes, Feed, HeldVersion};
+use super::source::FileSettings;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Larger files are refused: a value travels as one message (about 1 MiB at most).
 const MAX_FILE: u64 = 1 << 20;
@@ -30,46 +27,51 @@ pub(super) async fn read(path: PathBuf) -> std::io::Result<Vec<u8>> {
     read.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-/// Loads the file (or the fallback) and starts polling it.
-pub(super) async fn start<T>(
-    publisher: &Arc<Publisher<T>>,
-    settings: &FileSettings,
-    format: ConfigFormat,
-    source: &ConfigSource<T>,
-) -> Result<(), ConfigError>
-where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    let origin = origin(&settings.path);
-    let (seen, loaded) = match read(settings.path.clone()).await {
-        Ok(bytes) => {
-            let loaded = publisher.offer_bytes(&bytes, format, &origin).map(drop);
-            (Some(bytes), loaded)
-        }
-        Err(e) => (
-            None,
-            Err(ConfigError::Unavailable {
-                origin: origin.clone(),
-                message: e.to_string(),
-            }),
-        ),
-    };
-    if let Err(why) = loaded {
-        super::loader::fallback(publisher, source, why).await?;
-    }
-    tokio::spawn(poll(Arc::clone(publisher), settings.clone(), format, seen));
-    Ok(())
+/// A file source, from its read at start to its poll.
+pub(super) struct FileSource {
+    settings: FileSettings,
+    /// The contents read last: the poll hands on only a change.
+    seen: Option<Vec<u8>>,
 }
 
-/// Re-reads the file every poll interval; contents that differ from the last seen are offered.
-async fn poll<T>(
-    publisher: Arc<Publisher<T>>,
+impl FileSource {
+    pub(super) fn new(settings: &FileSettings) -> FileSource {
+        FileSource {
+            settings: settings.clone(),
+            seen: None,
+        }
+    }
+}
+
+impl Feed for FileSource {
+    async fn read_initial(&mut self) -> Result<Vec<u8>, ConfigError> {
+        match read(self.settings.path.clone()).await {
+            Ok(bytes) => {
+                self.seen = Some(bytes.clone());
+                Ok(bytes)
+            }
+            Err(e) => Err(ConfigError::Unavailable {
+                origin: origin(&self.settings.path),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn changes(self, held: HeldVersion) -> Changes {
+        let (tx, rx) = feed::channel();
+        tokio::spawn(poll(self.settings, self.seen, tx, held));
+        rx
+    }
+}
+
+/// Re-reads the file every poll interval; contents that differ from the last seen go to the
+/// loader. Ends when the loader is gone.
+async fn poll(
     settings: FileSettings,
-    format: ConfigFormat,
     mut seen: Option<Vec<u8>>,
-) where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+    changes: ChangeSender,
+    held: HeldVersion,
+) {
     let origin = origin(&settings.path);
     let mut ticker = tokio::time::interval(settings.poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,10 +86,10 @@ async fn poll<T>(
                     tracing::info!("config {origin} is readable again");
                 }
                 if seen.as_deref() != Some(&bytes[..]) {
-                    if let Err(e) = publisher.offer_bytes(&bytes, format, &origin) {
-                        publisher.reject(&e);
+                    seen = Some(bytes.clone());
+                    if changes.send(bytes).await.is_err() {
+                        return;
                     }
-                    seen = Some(bytes);
                 }
             }
             // Logged once per outage, not at every poll.
@@ -95,7 +97,7 @@ async fn poll<T>(
                 unreadable = true;
                 tracing::warn!(
                     "cannot read config {origin}: {e}; keeping config v{}",
-                    publisher.version()
+                    held()
                 );
             }
             Err(_) => {}

@@ -1,9 +1,21 @@
-//! The Library's side of a configuration: loads it from its source at start (or its fallback),
-//! then offers every new value to the [`Publisher`] (from the source's watcher, or a `set`).
+//! The Library's side of a configuration, and the one place that decides what happens to each
+//! candidate value: loads it at start (the source's bytes, or else the fallback), then offers
+//! every new value to the [`Publisher`] (a payload of the source's change feed, or a `set`) and
+//! logs a rejected one. The sources only read bytes ([`Feed`]).
+//!
+//! ```text
+//!   source (file, Redis)        loader                               Publisher
+//!   read_initial ──bytes──►  offer; failing: the fallback ──►  parses, validates, and
+//!   change feed ───bytes──►  offer; rejected: logged      ──►  publishes v1, v2, … if changed
+//! ```
 
 use super::error::ConfigError;
+use super::feed::{Feed, HeldVersion};
+use super::file::{self, FileSource};
 use super::format::{self, ConfigFormat};
 use super::publisher::{invalid, Publisher};
+#[cfg(feature = "redis")]
+use super::redis::RedisSource;
 use super::registry::Entry;
 use super::source::{ConfigSource, Fallback, SourceKind};
 use crate::messenger::Messenger;
@@ -38,12 +50,12 @@ where
             let format = source
                 .format
                 .unwrap_or_else(|| ConfigFormat::of_path(&settings.path));
-            super::file::start(&publisher, settings, format, &source).await?;
+            load(&publisher, &source, format, FileSource::new(settings)).await?;
         }
         #[cfg(feature = "redis")]
         SourceKind::Redis(settings) => {
             let format = source.format.unwrap_or(ConfigFormat::Json);
-            super::redis::start(&publisher, settings, format, &source).await?;
+            load(&publisher, &source, format, RedisSource::open(settings)?).await?;
         }
     }
 
@@ -68,9 +80,46 @@ where
     Ok(())
 }
 
+/// Loads a file or Redis source: its contents at start, offered (or, when they cannot be read
+/// or are rejected, the fallback); then a task that offers every payload of its change feed, in
+/// order, and logs each rejected one (the last good value stays).
+async fn load<T, S>(
+    publisher: &Arc<Publisher<T>>,
+    source: &ConfigSource<T>,
+    format: ConfigFormat,
+    mut feed: S,
+) -> Result<(), ConfigError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Feed,
+{
+    let origin = source.origin();
+    let loaded = match feed.read_initial().await {
+        Ok(bytes) => publisher.offer_bytes(&bytes, format, &origin).map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(why) = loaded {
+        fallback(publisher, source, why).await?;
+    }
+    let held: HeldVersion = {
+        let publisher = Arc::clone(publisher);
+        Arc::new(move || publisher.version())
+    };
+    let mut changes = feed.changes(held);
+    let publisher = Arc::clone(publisher);
+    tokio::spawn(async move {
+        while let Some(bytes) = changes.recv().await {
+            if let Err(e) = publisher.offer_bytes(&bytes, format, &origin) {
+                publisher.reject(&e);
+            }
+        }
+    });
+    Ok(())
+}
+
 /// The source could not be read at start: start with the fallback if there is one, else fail
 /// with `why`.
-pub(super) async fn fallback<T>(
+async fn fallback<T>(
     publisher: &Publisher<T>,
     source: &ConfigSource<T>,
     why: ConfigError,
@@ -91,8 +140,8 @@ where
         None => return Err(why),
         Some(Fallback::Value(value)) => (owned(value.as_ref()), "the fallback value".to_owned()),
         Some(Fallback::File(path)) => {
-            let origin = format!("the fallback {}", super::file::origin(path));
-            let value = match super::file::read(path.clone()).await {
+            let origin = format!("the fallback {}", file::origin(path));
+            let value = match file::read(path.clone()).await {
                 Ok(bytes) => ConfigFormat::of_path(path).parse(&bytes),
                 Err(e) => Err(e.to_string()),
             };

@@ -24,6 +24,7 @@
 
 mod cell;
 mod error;
+mod feed;
 mod file;
 mod follower;
 mod format;
