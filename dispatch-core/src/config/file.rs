@@ -104,3 +104,81 @@ async fn poll(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    /// A file path of this test alone, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "dispatch-config-unit-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            TempFile(path)
+        }
+
+        /// Replaces the contents at once (write, then rename): a poll never sees half of them.
+        fn replace(&self, contents: &[u8]) {
+            let tmp = self.0.with_extension("tmp");
+            std::fs::write(&tmp, contents).unwrap();
+            std::fs::rename(&tmp, &self.0).unwrap();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(self.0.with_extension("tmp"));
+        }
+    }
+
+    fn settings(path: &Path) -> FileSettings {
+        FileSettings {
+            path: path.to_owned(),
+            poll: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_feed_hands_on_each_change_of_the_contents_once() {
+        let file = TempFile::new("feed");
+        file.replace(b"one");
+        let mut source = FileSource::new(&settings(&file.0));
+        assert_eq!(source.read_initial().await.unwrap(), b"one");
+        let mut changes = source.changes(Arc::new(|| 1));
+        // The contents read at start are not handed on again.
+        assert!(timeout(Duration::from_millis(100), changes.recv())
+            .await
+            .is_err());
+        for next in [&b"two"[..], b"three"] {
+            file.replace(next);
+            let got = timeout(Duration::from_secs(5), changes.recv()).await;
+            assert_eq!(got.unwrap().as_deref(), Some(next));
+        }
+        // Unchanged contents are no change.
+        file.replace(b"three");
+        assert!(timeout(Duration::from_millis(100), changes.recv())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_at_start_is_unavailable_by_name() {
+        let file = TempFile::new("missing");
+        let err = FileSource::new(&settings(&file.0))
+            .read_initial()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Unavailable { .. }), "{err:?}");
+        let named = format!("cannot read the config from file {}: ", file.0.display());
+        assert!(err.to_string().starts_with(&named), "{err}");
+    }
+}
