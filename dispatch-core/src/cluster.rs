@@ -2,10 +2,14 @@
 //! process's role (master, Library or worker).
 
 use crate::cluster_error::ClusterError;
+use crate::config::ConfigSource;
+#[cfg(doc)]
+use crate::config::SharedConfig;
 use crate::master::{ClusterHandle, Command};
 use crate::process::{exit, logging, role, Hooks, Role, Setup};
 use crate::settings::{LogFormat, RestartPolicy, Settings};
 use crate::worker::Worker;
+use serde::{de::DeserializeOwned, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -178,6 +182,48 @@ impl Cluster {
     pub fn log_format(mut self, format: LogFormat) -> Self {
         self.settings.log_format = format;
         self
+    }
+
+    /// Declares a configuration of type `T` shared by the whole host: the Library loads it from
+    /// `source` before its services start and publishes it; every worker gets it before its
+    /// application code runs, then every later version. Read it anywhere in the Library or a
+    /// worker with [`SharedConfig::<T>::get()`](SharedConfig::get).
+    ///
+    /// A failure to load it at start (Redis down, file missing, invalid value) aborts the
+    /// cluster's start with a message naming the source, unless the source has a
+    /// [`fallback`](ConfigSource::fallback).
+    ///
+    /// One configuration per type: declare distinct types (newtypes) for several. Declaring the
+    /// same type again replaces the earlier declaration.
+    ///
+    /// ```no_run
+    /// use dispatch::{Cluster, ConfigSource, SharedConfig, Worker};
+    /// use futures::StreamExt;
+    ///
+    /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// struct AppConfig { greeting: String }
+    ///
+    /// fn main() -> Result<(), dispatch::ClusterError> {
+    ///     Cluster::new()
+    ///         .shared_config(ConfigSource::<AppConfig>::file("app.json"))
+    ///         .run(|worker: Worker| async move {
+    ///             let config = SharedConfig::<AppConfig>::get();
+    ///             println!("starting with {}", config.latest().greeting);
+    ///             let mut changes = config.watch();
+    ///             while let Some(c) = changes.next().await {
+    ///                 println!("worker {} config v{}: {:?}", worker.id(), c.version, c.value);
+    ///             }
+    ///             Ok::<(), std::io::Error>(())
+    ///         })
+    /// }
+    /// ```
+    pub fn shared_config<T>(self, source: ConfigSource<T>) -> Self
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let declared = crate::config::declare(source);
+        self.library_setup(move || (declared.library)())
+            .worker_setup(move || (declared.worker)())
     }
 
     /// A handle to reload or stop the cluster from another thread of the master.

@@ -1,7 +1,7 @@
 //! One process's copy of a configuration: the latest version and the watches that get each new
 //! one.
 
-use super::Versioned;
+use super::shared::Versioned;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 

@@ -1,12 +1,10 @@
-//! The file source: read at start, then polled; a change is parsed and published, a bad one is
-//! logged and the last good value stays.
+//! The file source: read at start, then polled; each change of its contents goes to the loader,
+//! which parses and publishes it (or logs a bad one, and the last good value stays).
 
-use super::format::ConfigFormat;
-use super::library::Publisher;
-use super::{ConfigError, ConfigSource, FileSettings};
-use serde::{de::DeserializeOwned, Serialize};
+use super::error::ConfigError;
+use super::feed::{self, ChangeSender, Changes, Feed, HeldVersion};
+use super::source::FileSettings;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Larger files are refused: a value travels as one message (about 1 MiB at most).
 const MAX_FILE: u64 = 1 << 20;
@@ -29,46 +27,51 @@ pub(super) async fn read(path: PathBuf) -> std::io::Result<Vec<u8>> {
     read.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-/// Loads the file (or the fallback) and starts polling it.
-pub(super) async fn start<T>(
-    publisher: &Arc<Publisher<T>>,
-    settings: &FileSettings,
-    format: ConfigFormat,
-    source: &ConfigSource<T>,
-) -> Result<(), ConfigError>
-where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    let origin = origin(&settings.path);
-    let (seen, loaded) = match read(settings.path.clone()).await {
-        Ok(bytes) => {
-            let loaded = publisher.offer_bytes(&bytes, format, &origin).map(drop);
-            (Some(bytes), loaded)
-        }
-        Err(e) => (
-            None,
-            Err(ConfigError::Unavailable {
-                origin: origin.clone(),
-                message: e.to_string(),
-            }),
-        ),
-    };
-    if let Err(why) = loaded {
-        super::library::fallback(publisher, source, why).await?;
-    }
-    tokio::spawn(poll(Arc::clone(publisher), settings.clone(), format, seen));
-    Ok(())
+/// A file source, from its read at start to its poll.
+pub(super) struct FileSource {
+    settings: FileSettings,
+    /// The contents read last: the poll hands on only a change.
+    seen: Option<Vec<u8>>,
 }
 
-/// Re-reads the file every poll interval; contents that differ from the last seen are offered.
-async fn poll<T>(
-    publisher: Arc<Publisher<T>>,
+impl FileSource {
+    pub(super) fn new(settings: &FileSettings) -> FileSource {
+        FileSource {
+            settings: settings.clone(),
+            seen: None,
+        }
+    }
+}
+
+impl Feed for FileSource {
+    async fn read_initial(&mut self) -> Result<Vec<u8>, ConfigError> {
+        match read(self.settings.path.clone()).await {
+            Ok(bytes) => {
+                self.seen = Some(bytes.clone());
+                Ok(bytes)
+            }
+            Err(e) => Err(ConfigError::Unavailable {
+                origin: origin(&self.settings.path),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn changes(self, held: HeldVersion) -> Changes {
+        let (tx, rx) = feed::channel();
+        tokio::spawn(poll(self.settings, self.seen, tx, held));
+        rx
+    }
+}
+
+/// Re-reads the file every poll interval; contents that differ from the last seen go to the
+/// loader. Ends when the loader is gone.
+async fn poll(
     settings: FileSettings,
-    format: ConfigFormat,
     mut seen: Option<Vec<u8>>,
-) where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+    changes: ChangeSender,
+    held: HeldVersion,
+) {
     let origin = origin(&settings.path);
     let mut ticker = tokio::time::interval(settings.poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,10 +86,10 @@ async fn poll<T>(
                     tracing::info!("config {origin} is readable again");
                 }
                 if seen.as_deref() != Some(&bytes[..]) {
-                    if let Err(e) = publisher.offer_bytes(&bytes, format, &origin) {
-                        publisher.reject(&e);
+                    seen = Some(bytes.clone());
+                    if changes.send(bytes).await.is_err() {
+                        return;
                     }
-                    seen = Some(bytes);
                 }
             }
             // Logged once per outage, not at every poll.
@@ -94,10 +97,88 @@ async fn poll<T>(
                 unreadable = true;
                 tracing::warn!(
                     "cannot read config {origin}: {e}; keeping config v{}",
-                    publisher.version()
+                    held()
                 );
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    /// A file path of this test alone, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "dispatch-config-unit-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            TempFile(path)
+        }
+
+        /// Replaces the contents at once (write, then rename): a poll never sees half of them.
+        fn replace(&self, contents: &[u8]) {
+            let tmp = self.0.with_extension("tmp");
+            std::fs::write(&tmp, contents).unwrap();
+            std::fs::rename(&tmp, &self.0).unwrap();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(self.0.with_extension("tmp"));
+        }
+    }
+
+    fn settings(path: &Path) -> FileSettings {
+        FileSettings {
+            path: path.to_owned(),
+            poll: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_feed_hands_on_each_change_of_the_contents_once() {
+        let file = TempFile::new("feed");
+        file.replace(b"one");
+        let mut source = FileSource::new(&settings(&file.0));
+        assert_eq!(source.read_initial().await.unwrap(), b"one");
+        let mut changes = source.changes(Arc::new(|| 1));
+        // The contents read at start are not handed on again.
+        assert!(timeout(Duration::from_millis(100), changes.recv())
+            .await
+            .is_err());
+        for next in [&b"two"[..], b"three"] {
+            file.replace(next);
+            let got = timeout(Duration::from_secs(5), changes.recv()).await;
+            assert_eq!(got.unwrap().as_deref(), Some(next));
+        }
+        // Unchanged contents are no change.
+        file.replace(b"three");
+        assert!(timeout(Duration::from_millis(100), changes.recv())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_at_start_is_unavailable_by_name() {
+        let file = TempFile::new("missing");
+        let err = FileSource::new(&settings(&file.0))
+            .read_initial()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Unavailable { .. }), "{err:?}");
+        let named = format!("cannot read the config from file {}: ", file.0.display());
+        assert!(err.to_string().starts_with(&named), "{err}");
     }
 }

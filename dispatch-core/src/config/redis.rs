@@ -1,18 +1,16 @@
 //! The Redis source, Egg's agent pattern done once per host: the Library subscribes to the
-//! channel, reads the key, and re-reads it on each message. One pub/sub connection and one
-//! command connection per host, in the Library only.
+//! channel, reads the key, and re-reads it on each message, handing each value read to the
+//! loader. One pub/sub connection and one command connection per host, in the Library only.
 //!
 //! A lost connection is retried with backoff; after reconnecting the Library subscribes first
 //! and then re-reads the key, so a change made while it was away (even one whose `PUBLISH`
 //! nobody heard) is picked up, and none made between the two steps is missed.
 
-use super::format::ConfigFormat;
-use super::library::Publisher;
-use super::{ConfigError, ConfigSource, RedisSettings};
+use super::error::ConfigError;
+use super::feed::{self, ChangeSender, Changes, Feed, HeldVersion};
+use super::source::RedisSettings;
 use futures::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use serde::{de::DeserializeOwned, Serialize};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 
@@ -37,6 +35,14 @@ fn jitter(base: Duration) -> Duration {
         .map_or(0, |d| d.subsec_nanos());
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     base.mul_f64(factor)
+}
+
+/// Why a [`Session`] ended.
+enum End {
+    /// The connection failed: reconnect.
+    Lost(String),
+    /// The loader is gone: nobody wants the values any more.
+    Closed,
 }
 
 /// A live subscription and command connection.
@@ -84,37 +90,30 @@ impl Session {
             .await
     }
 
-    /// Reads the key and offers its value. `Err` only when the connection failed; a missing key
-    /// or an invalid value is logged and the last good value stays.
-    async fn reread<T>(
+    /// Reads the key and hands its value to the loader. `Err` only when the connection failed
+    /// or the loader is gone; a missing or unreadable key is logged and the last good value
+    /// stays.
+    async fn reread(
         &mut self,
-        publisher: &Publisher<T>,
+        changes: &ChangeSender,
+        held: &HeldVersion,
         settings: &RedisSettings,
-        format: ConfigFormat,
-    ) -> Result<(), String>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
+    ) -> Result<(), End> {
         let key = &settings.key;
         match self.get(key).await {
-            Ok(Some(bytes)) => {
-                if let Err(e) = publisher.offer_bytes(&bytes, format, &origin(settings)) {
-                    publisher.reject(&e);
-                }
-                Ok(())
-            }
+            Ok(Some(bytes)) => changes.send(bytes).await.map_err(|_| End::Closed),
             Ok(None) => {
                 tracing::warn!(
                     "Redis key `{key}` does not exist: keeping config v{}",
-                    publisher.version()
+                    held()
                 );
                 Ok(())
             }
-            Err(e) if is_connection_error(&e) => Err(format!("GET {key}: {e}")),
+            Err(e) if is_connection_error(&e) => Err(End::Lost(format!("GET {key}: {e}"))),
             Err(e) => {
                 tracing::error!(
                     "cannot read Redis key `{key}`: {e}; keeping config v{}",
-                    publisher.version()
+                    held()
                 );
                 Ok(())
             }
@@ -123,19 +122,16 @@ impl Session {
 
     /// Follows the channel: each message (or burst of messages) re-reads the key; an idle
     /// subscription is checked with PING. Returns why the session ended.
-    async fn follow<T>(
+    async fn follow(
         mut self,
-        publisher: &Publisher<T>,
+        changes: &ChangeSender,
+        held: &HeldVersion,
         settings: &RedisSettings,
-        format: ConfigFormat,
         read_first: bool,
-    ) -> String
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
+    ) -> End {
         if read_first {
-            if let Err(e) = self.reread(publisher, settings, format).await {
-                return e;
+            if let Err(end) = self.reread(changes, held, settings).await {
+                return end;
             }
         }
         let mut health = tokio::time::interval(settings.health_interval);
@@ -145,7 +141,7 @@ impl Session {
             tokio::select! {
                 msg = self.messages.next() => {
                     if msg.is_none() {
-                        return "the subscription's connection closed".into();
+                        return End::Lost("the subscription's connection closed".into());
                     }
                     // Messages already waiting need no read each: one read sees the latest.
                     let mut closed = false;
@@ -155,18 +151,18 @@ impl Session {
                             break;
                         }
                     }
-                    if let Err(e) = self.reread(publisher, settings, format).await {
-                        return e;
+                    if let Err(end) = self.reread(changes, held, settings).await {
+                        return end;
                     }
                     if closed {
-                        return "the subscription's connection closed".into();
+                        return End::Lost("the subscription's connection closed".into());
                     }
                 }
                 _ = health.tick() => {
                     match timeout(settings.response_timeout, self.sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return format!("PING: {e}"),
-                        Err(_) => return format!("PING unanswered within {:?}", settings.response_timeout),
+                        Ok(Err(e)) => return End::Lost(format!("PING: {e}")),
+                        Err(_) => return End::Lost(format!("PING unanswered within {:?}", settings.response_timeout)),
                     }
                 }
             }
@@ -182,61 +178,73 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
-/// Loads the key (or the fallback) in the Library's setup and starts following the channel.
-pub(super) async fn start<T>(
-    publisher: &Arc<Publisher<T>>,
-    settings: &RedisSettings,
-    format: ConfigFormat,
-    source: &ConfigSource<T>,
-) -> Result<(), ConfigError>
-where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    let origin = origin(settings);
-    let unavailable = |message: String| ConfigError::Unavailable {
-        origin: origin.clone(),
-        message,
-    };
-    let client = redis::Client::open(settings.url.as_str())
-        .map_err(|e| unavailable(format!("not a Redis URL: {e}")))?;
-    let (session, loaded) = match Session::open(&client, settings).await {
-        Err(e) => (None, Err(unavailable(format!("cannot reach Redis: {e}")))),
-        Ok(mut session) => match session.get(&settings.key).await {
-            Ok(Some(bytes)) => {
-                let loaded = publisher.offer_bytes(&bytes, format, &origin).map(drop);
-                (Some(session), loaded)
-            }
-            Ok(None) => (
-                Some(session),
-                Err(unavailable("the key does not exist".into())),
-            ),
-            Err(e) => (None, Err(unavailable(format!("GET: {e}")))),
-        },
-    };
-    if let Err(why) = loaded {
-        super::library::fallback(publisher, source, why).await?;
+/// A Redis source, from its read at start to following the channel.
+pub(super) struct RedisSource {
+    client: redis::Client,
+    settings: RedisSettings,
+    /// The session of the read at start, still subscribed, for following the channel (`None`
+    /// when Redis could not be read: the follow connects).
+    session: Option<Session>,
+}
+
+impl RedisSource {
+    /// A source for `settings`, not connected yet.
+    ///
+    /// # Errors
+    /// [`ConfigError::Unavailable`] when the URL is not a Redis URL: no fallback mends that.
+    pub(super) fn open(settings: &RedisSettings) -> Result<RedisSource, ConfigError> {
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| ConfigError::Unavailable {
+                origin: origin(settings),
+                message: format!("not a Redis URL: {e}"),
+            })?;
+        Ok(RedisSource {
+            client,
+            settings: settings.clone(),
+            session: None,
+        })
     }
-    tokio::spawn(run(
-        client,
-        settings.clone(),
-        format,
-        Arc::clone(publisher),
-        session,
-    ));
-    Ok(())
+}
+
+impl Feed for RedisSource {
+    /// Connects, subscribes, and reads the key; the session stays for
+    /// [`changes`](Feed::changes), subscribed first so no change after this read is missed.
+    async fn read_initial(&mut self) -> Result<Vec<u8>, ConfigError> {
+        let unavailable = |message: String| ConfigError::Unavailable {
+            origin: origin(&self.settings),
+            message,
+        };
+        match Session::open(&self.client, &self.settings).await {
+            Err(e) => Err(unavailable(format!("cannot reach Redis: {e}"))),
+            Ok(mut session) => {
+                let read = match session.get(&self.settings.key).await {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Ok(None) => Err(unavailable("the key does not exist".into())),
+                    Err(e) => return Err(unavailable(format!("GET: {e}"))),
+                };
+                self.session = Some(session);
+                read
+            }
+        }
+    }
+
+    fn changes(self, held: HeldVersion) -> Changes {
+        let (tx, rx) = feed::channel();
+        tokio::spawn(run(self.client, self.settings, self.session, tx, held));
+        rx
+    }
 }
 
 /// The Library's whole life with Redis: follow, and on a lost connection reconnect with backoff,
-/// subscribe again and re-read the key. Logs each loss and each recovery once.
-async fn run<T>(
+/// subscribe again and re-read the key. Logs each loss and each recovery once. Ends when the
+/// loader is gone.
+async fn run(
     client: redis::Client,
     settings: RedisSettings,
-    format: ConfigFormat,
-    publisher: Arc<Publisher<T>>,
     mut session: Option<Session>,
-) where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+    changes: ChangeSender,
+    held: HeldVersion,
+) {
     let url = redact(&settings.url);
     let mut down_since = session.is_none().then(Instant::now);
     loop {
@@ -253,10 +261,13 @@ async fn run<T>(
                 true,
             ),
         };
-        let why = current.follow(&publisher, &settings, format, fresh).await;
+        let why = match current.follow(&changes, &held, &settings, fresh).await {
+            End::Lost(why) => why,
+            End::Closed => return,
+        };
         tracing::warn!(
             "lost the connection to Redis at {url} ({why}): workers keep config v{}; reconnecting",
-            publisher.version()
+            held()
         );
         down_since = Some(Instant::now());
     }

@@ -1,8 +1,10 @@
 //! A worker's side: waits for the first value in its setup (before its code runs), then
 //! follows every later version.
 
+use super::error::ConfigError;
 use super::format;
-use super::{ConfigError, Entry, Versioned};
+use super::registry::Entry;
+use super::shared::Versioned;
 use crate::messenger::{Messenger, Received};
 use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
