@@ -1,6 +1,9 @@
 //! The Library's socket under attack, in process: a real listener on a temp socket, real Agents,
 //! and raw peers that send what an attacker or a broken worker would. Each test keeps an Agent
 //! calling in a loop and ends by checking that none of its calls failed.
+//!
+//! One concept despite its length: every test here drives the same harness (a `Lib` on a temp
+//! socket, raw peers, a calling Agent) against one boundary, the Library's admission of peers.
 
 use super::accept::*;
 use super::connection::*;

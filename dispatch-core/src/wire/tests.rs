@@ -3,6 +3,9 @@
 //! the Agent's tarpc response decoder), the control messages ([`ToChild`], [`ToMaster`]) and the
 //! length-delimited framing under all of them.
 //!
+//! One concept despite its length: one seed corpus of real frames and one mutation strategy,
+//! applied to every decoder of the wire.
+//!
 //! Each decoder gets arbitrary bytes and mutations of real frames (bits flipped, bytes set,
 //! inserted or removed, length tags forced to their widest forms, frames cut short). Whatever the
 //! input, a decoder returns (a value or an error) within a time bound: it never panics and never
