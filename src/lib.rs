@@ -76,15 +76,26 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::{
-    admin, events, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error, LogFormat,
-    Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats, ProcessStatus,
-    Received, RestartPolicy, ServiceClient, ServiceManifest, Subscription, Topic, Worker,
+    admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
+    LogFormat, Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats,
+    ProcessStatus, Received, RestartPolicy, Role, ServiceClient, ServiceManifest, Subscription,
+    Topic, Worker,
 };
 pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
 };
 pub use dispatch_macros::library_service;
-pub use serde_bytes::ByteBuf;
+/// Bytes that cross the wire as one block: use it (not `Vec<u8>`) for byte arguments and return
+/// values of service methods and for byte payloads of messages. A `Vec<u8>` is encoded element
+/// by element; a `ByteBuf` is encoded as a length and the bytes, about 30 times cheaper.
+/// It derefs to `Vec<u8>`: `ByteBuf::from(vec)`, `buf.into_vec()`, `&buf[..]`.
+///
+/// ```
+/// use dispatch::ByteBuf;
+/// let payload = ByteBuf::from(vec![1_u8, 2, 3]);
+/// assert_eq!(payload.len(), 3);
+/// ```
+pub type ByteBuf = serde_bytes::ByteBuf;
 
 #[doc(hidden)]
 pub use dispatch_core::__private;

@@ -6,15 +6,19 @@ use crate::config::ConfigSource;
 #[cfg(doc)]
 use crate::config::SharedConfig;
 use crate::master::{ClusterHandle, Command};
-use crate::process::{exit, logging, role, Hooks, Role, Setup};
+use crate::process::{exit, logging, role, Hooks, Launch, Setup};
 use crate::settings::{LogFormat, RestartPolicy, Settings};
 use crate::worker::Worker;
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Whether `Cluster::run` was called in this process: a second call is an error.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// A cluster: one master, one Library, N app workers, all running this same binary.
 ///
@@ -244,35 +248,47 @@ impl Cluster {
     ///   code; it never returns. `app` runs only in workers; an `Err` from it exits the worker
     ///   with code 1 after logging the error.
     ///
+    /// Call it from a plain `fn main` (not `#[tokio::main]`: every process builds its own
+    /// runtime), and only once per process. Everything `main` does before `run` runs in every
+    /// process of the cluster: use [`role`](crate::role) for what must run once.
+    ///
     /// # Errors
     /// In the master, [`ClusterError`] says which process failed and how.
+    /// [`ClusterError::InsideRuntime`] when called inside a tokio runtime, and
+    /// [`ClusterError::AlreadyRunning`] when `run` was already called in this process.
     pub fn run<F, Fut, E>(self, app: F) -> Result<(), ClusterError>
     where
         F: FnOnce(Worker) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let role = Role::take_from_env()?;
-        if role != Role::Master {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ClusterError::InsideRuntime);
+        }
+        if RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(ClusterError::AlreadyRunning);
+        }
+        let launch = Launch::take_from_env()?;
+        if launch != Launch::Master {
             role::name_child_process();
         }
         logging::init(self.settings.log_format);
-        let worker_id = match &role {
-            Role::Worker(env) => Some(env.worker_id),
+        let worker_id = match &launch {
+            Launch::Worker(env) => Some(env.worker_id),
             _ => None,
         };
-        let span = logging::process_span(role.name(), worker_id);
+        let span = logging::process_span(launch.name(), worker_id);
         let _entered = span.clone().entered();
         let runtime = logging::runtime(&span)
             .map_err(|e| ClusterError::io("cannot start the tokio runtime", e))?;
-        let code = match role {
-            Role::Master => {
+        let code = match launch {
+            Launch::Master => {
                 let commands = self.command_rx.lock().ok().and_then(|mut rx| rx.take());
                 let admin = self.commands.clone();
                 return runtime.block_on(crate::master::run(self.settings, commands, admin));
             }
-            Role::Library(env) => runtime.block_on(crate::library::run(env, &self.hooks)),
-            Role::Worker(env) => runtime.block_on(crate::worker::run(env, &self.hooks, app)),
+            Launch::Library(env) => runtime.block_on(crate::library::run(env, &self.hooks)),
+            Launch::Worker(env) => runtime.block_on(crate::worker::run(env, &self.hooks, app)),
         };
         drop(runtime);
         exit::exit(code)

@@ -8,7 +8,10 @@ use thiserror::Error;
 ///
 /// Returned by [`Cluster::run`](crate::Cluster::run) in the master. Every variant's message says
 /// which process failed and how.
-#[derive(Debug, Error)]
+///
+/// Its `Debug` form is its message, so that `fn main() -> Result<(), ClusterError>` prints the
+/// reason once, readably.
+#[derive(Error)]
 #[non_exhaustive]
 pub enum ClusterError {
     /// An operating-system call failed.
@@ -82,12 +85,31 @@ pub enum ClusterError {
         /// What went wrong, naming the service and method for a manifest mismatch.
         message: String,
     },
+    /// `Cluster::run` was called inside a tokio runtime (`#[tokio::main]` on `main`, say).
+    #[error(
+        "Cluster::run was called inside a tokio runtime: call it from a plain `fn main` (no \
+         #[tokio::main]); every process of the cluster builds its own runtime"
+    )]
+    InsideRuntime,
+    /// `Cluster::run` was already called in this process.
+    #[error(
+        "Cluster::run was already called in this process: a process plays one role in one \
+         cluster (in tests, run each cluster from its own process)"
+    )]
+    AlreadyRunning,
     /// A process of the cluster broke the control protocol.
     #[error("protocol error: {message}")]
     Protocol {
         /// What was received or missing.
         message: String,
     },
+}
+
+impl std::fmt::Debug for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every message already carries its source.
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl ClusterError {

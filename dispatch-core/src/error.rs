@@ -148,7 +148,12 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
                 write!(f, "the call exceeded its deadline of {timeout:?}")
             }
             Error::UnknownService { service } => {
-                write!(f, "the library has no service `{service}`")
+                write!(
+                    f,
+                    "the library has no service `{service}`: if it is declared with \
+                     #[library_service] in another crate, make sure the binary uses that crate \
+                     (a crate nothing references is not linked: add `use that_crate as _;`)"
+                )
             }
             Error::UnknownMethod { service, method } => {
                 write!(f, "service `{service}` has no method `{method}`")

@@ -92,6 +92,7 @@ pub use error::Error;
 pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS};
+pub use process::{role, Role};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy};
 pub use topic::{events, Members, Topic};

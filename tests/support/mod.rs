@@ -93,7 +93,13 @@ fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
 impl Cluster {
     /// Starts the fixture master with `args` and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let mut cmd = Command::new(fixture());
+        Self::start_exe(&fixture(), args, env)
+    }
+
+    /// Starts `exe` (a fixture binary or an example) as the master, with `args` and extra
+    /// environment.
+    pub fn start_exe(exe: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .envs(env.iter().copied())
             .env(

@@ -50,6 +50,13 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     let socket = &link.init.library_socket;
     let listener = bind(socket)?;
     let summary = services.manifest().summary();
+    if services.manifest().services.is_empty() {
+        tracing::warn!(
+            "the library hosts no services: no #[library_service] is linked into this binary. \
+             If the services live in another crate, make sure the binary uses it (a crate \
+             nothing references is not linked: add `use that_crate as _;`)"
+        );
+    }
     tracing::info!(socket = %socket.display(), "library ready, hosting {summary}");
     let reporting = Arc::clone(&services);
     link.report_stats_with(Box::new(move || {

@@ -15,5 +15,6 @@ pub(crate) mod spawn;
 
 pub(crate) use hooks::{Hooks, Setup};
 pub(crate) use link::{MasterLink, StopCause};
-pub(crate) use role::{ChildEnv, Role};
+pub use role::{role, Role};
+pub(crate) use role::{ChildEnv, Launch};
 pub(crate) use spawn::{spawn_child, ChildKind, Spawned};

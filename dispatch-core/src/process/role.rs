@@ -2,6 +2,7 @@
 //! the binary. Operators and tools look for these exact names and values.
 
 use crate::cluster_error::ClusterError;
+use once_cell::sync::OnceCell;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
@@ -24,9 +25,60 @@ pub(crate) const CONTROL_FD: RawFd = 3;
 /// The descriptor number of a worker's first shared listener.
 pub(crate) const LISTEN_FD_START: RawFd = 4;
 
-/// The role of this process.
+/// The role this process plays in its cluster: see [`role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The process the user started: the supervisor. Also any process outside a cluster.
+    Master,
+    /// The Library process.
+    Library,
+    /// An app worker.
+    Worker {
+        /// The worker's id, from 0.
+        id: u32,
+    },
+}
+
+impl Role {
+    /// Whether this is the master (or a process outside any cluster).
+    pub fn is_master(self) -> bool {
+        self == Role::Master
+    }
+}
+
+/// The role of this process, as `Cluster::run` will play it (or plays it).
+static ROLE: OnceCell<Role> = OnceCell::new();
+
+/// The role this process plays in its cluster, for code that must run once: the code in `main`
+/// before `Cluster::run` runs in **every** process (the master re-executes the binary for the
+/// Library and for each worker, and again for every restart).
+///
+/// Works before `Cluster::run` (it reads the environment the master set) and after it.
+///
+/// ```no_run
+/// if dispatch::role().is_master() {
+///     println!("starting the cluster"); // printed once, not once per process
+/// }
+/// ```
+pub fn role() -> Role {
+    if let Some(role) = ROLE.get() {
+        return *role;
+    }
+    match std::env::var(ENV_ROLE).as_deref() {
+        Ok("library") => Role::Library,
+        Ok("worker") => Role::Worker {
+            id: std::env::var(ENV_WORKER_ID)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        },
+        _ => Role::Master,
+    }
+}
+
+/// How this process was launched: its role, with what a child learned from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Role {
+pub(crate) enum Launch {
     /// Not started by a master: this process is the master.
     Master,
     /// The Library process.
@@ -47,10 +99,10 @@ pub(crate) struct ChildEnv {
     pub(crate) listen_fds: usize,
 }
 
-impl Role {
+impl Launch {
     /// Reads the role from the environment and removes the variables, so that processes this
     /// one starts (a worker's own child processes) are not mistaken for cluster members.
-    pub(crate) fn take_from_env() -> Result<Role, ClusterError> {
+    pub(crate) fn take_from_env() -> Result<Launch, ClusterError> {
         let role = std::env::var(ENV_ROLE).ok();
         let vars = [
             ENV_ROLE,
@@ -62,13 +114,13 @@ impl Role {
         ];
         let read = |name: &str| std::env::var(name).ok();
         let result = match role.as_deref() {
-            None => Ok(Role::Master),
+            None => Ok(Launch::Master),
             Some(kind @ ("library" | "worker")) => {
                 let env = ChildEnv::parse(read)?;
                 Ok(if kind == "library" {
-                    Role::Library(env)
+                    Launch::Library(env)
                 } else {
-                    Role::Worker(env)
+                    Launch::Worker(env)
                 })
             }
             Some(other) => Err(ClusterError::Protocol {
@@ -80,15 +132,27 @@ impl Role {
         for name in vars {
             std::env::remove_var(name);
         }
+        if let Ok(launch) = &result {
+            let _ = ROLE.set(launch.role());
+        }
         result
+    }
+
+    /// The public face of this launch.
+    pub(crate) fn role(&self) -> Role {
+        match self {
+            Launch::Master => Role::Master,
+            Launch::Library(_) => Role::Library,
+            Launch::Worker(env) => Role::Worker { id: env.worker_id },
+        }
     }
 
     /// `master`, `library` or `worker`, for logs.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Role::Master => "master",
-            Role::Library(_) => "library",
-            Role::Worker(_) => "worker",
+            Launch::Master => "master",
+            Launch::Library(_) => "library",
+            Launch::Worker(_) => "worker",
         }
     }
 }
