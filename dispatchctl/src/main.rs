@@ -63,7 +63,7 @@ fn run() -> Result<()> {
         Response::Status(status) if json => {
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
-        Response::Status(status) => print_status(&status, methods),
+        Response::Status(status) => print!("{}", render_status(&status, methods)),
         Response::Done(what) => println!("{} (pid {}): {what}", target.name, target.master_pid),
         Response::Refused(why) => {
             bail!("{} (pid {}) refused: {why}", target.name, target.master_pid)
@@ -90,18 +90,27 @@ fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>> {
     Ok(Some(value))
 }
 
-fn print_status(status: &ClusterStatus, methods: bool) {
+/// The human view of a status: the processes, and with `methods` the Library's methods.
+fn render_status(status: &ClusterStatus, methods: bool) -> String {
+    let mut out = String::new();
     let listening = if status.listeners.is_empty() {
         String::new()
     } else {
         format!(", listening on {}", status.listeners.join(", "))
     };
-    println!(
-        "cluster {} (master pid {}, up {}{listening})",
+    out.push_str(&format!(
+        "cluster {} (master pid {}, up {}{listening})\n",
         status.name,
         status.master_pid,
         duration(status.uptime_ms)
-    );
+    ));
+    let mut unknown = false;
+    let mut or_unknown = |v: Option<String>| {
+        v.unwrap_or_else(|| {
+            unknown = true;
+            "?".into()
+        })
+    };
     let rows: Vec<[String; 9]> = status
         .processes
         .iter()
@@ -113,14 +122,14 @@ fn print_status(status: &ClusterStatus, methods: bool) {
                 p.state.clone(),
                 p.restarts.to_string(),
                 duration(p.uptime_ms),
-                p.rss_kib
-                    .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                p.calls.map_or("?".into(), |c| c.to_string()),
-                p.in_flight.map_or("?".into(), |c| c.to_string()),
+                or_unknown(p.rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))),
+                or_unknown(p.calls.map(|c| c.to_string())),
+                or_unknown(p.in_flight.map(|c| c.to_string())),
             ]
         })
         .collect();
     table(
+        &mut out,
         &[
             "ROLE",
             "ID",
@@ -134,14 +143,18 @@ fn print_status(status: &ClusterStatus, methods: bool) {
         ],
         &rows,
     );
+    if unknown {
+        out.push_str("? = the process did not answer in time (starting, busy or hung)\n");
+    }
     if methods {
-        println!();
+        out.push('\n');
         let rows: Vec<[String; 5]> = status
             .methods
             .iter()
             .map(|m| {
                 let errors: Vec<String> =
                     m.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                let never = m.calls == 0;
                 [
                     format!("{}.{}", m.service, m.method),
                     m.calls.to_string(),
@@ -150,33 +163,51 @@ fn print_status(status: &ClusterStatus, methods: bool) {
                     } else {
                         errors.join(" ")
                     },
-                    format!("{} µs", m.p50_us),
-                    format!("{} µs", m.p99_us),
+                    if never { "-".into() } else { latency(m.p50_us) },
+                    if never { "-".into() } else { latency(m.p99_us) },
                 ]
             })
             .collect();
-        table(&["METHOD", "CALLS", "ERRORS", "P50", "P99"], &rows);
+        table(
+            &mut out,
+            &["METHOD", "CALLS", "ERRORS", "P50", "P99"],
+            &rows,
+        );
+        if rows.iter().any(|r| r[3] == "-") {
+            out.push_str("- = never called\n");
+        }
     }
+    out
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+fn table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A latency in µs, in the unit that reads best: µs below 1 ms, ms below 1 s, then s.
+fn latency(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us} µs"),
+        1_000..=999_999 => format!("{:.1} ms", us as f64 / 1_000.0),
+        _ => format!("{:.2} s", us as f64 / 1_000_000.0),
     }
 }
 
@@ -187,5 +218,77 @@ fn duration(ms: u64) -> String {
         1..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dispatch_core::{MethodStats, ProcessStatus};
+
+    fn process(role: &str, id: Option<u32>, pid: u32, answered: bool) -> ProcessStatus {
+        ProcessStatus {
+            role: role.into(),
+            worker_id: id,
+            pid,
+            state: "ready".into(),
+            restarts: 0,
+            uptime_ms: 61_000,
+            rss_kib: Some(10_240),
+            calls: answered.then_some(42),
+            in_flight: answered.then_some(0),
+        }
+    }
+
+    fn method(name: &str, calls: u64, p50_us: u64, p99_us: u64) -> MethodStats {
+        MethodStats {
+            service: "demo".into(),
+            method: name.into(),
+            calls,
+            errors: Vec::new(),
+            p50_us,
+            p99_us,
+        }
+    }
+
+    #[test]
+    fn status_methods_output_has_units_dashes_and_legends() {
+        let status = ClusterStatus {
+            name: "app".into(),
+            master_pid: 100,
+            uptime_ms: 3_723_000,
+            listeners: vec!["127.0.0.1:8080".into()],
+            processes: vec![
+                process("library", None, 101, true),
+                process("worker", Some(0), 102, false),
+            ],
+            methods: vec![
+                method("add", 10, 12, 980),
+                method("slow", 3, 1_310_720, 2_500_000_000),
+                method("never", 0, 0, 0),
+            ],
+        };
+        let expected = "\
+cluster app (master pid 100, up 1h02m, listening on 127.0.0.1:8080)
+ROLE     ID  PID  STATE  RESTARTS  UPTIME  RSS       CALLS  IN FLIGHT
+library  -   101  ready  0         1m01s   10.0 MiB  42     0
+worker   0   102  ready  0         1m01s   10.0 MiB  ?      ?
+? = the process did not answer in time (starting, busy or hung)
+
+METHOD      CALLS  ERRORS  P50     P99
+demo.add    10     0       12 µs   980 µs
+demo.slow   3      0       1.31 s  2500.00 s
+demo.never  0      0       -       -
+- = never called
+";
+        assert_eq!(render_status(&status, true), expected);
+    }
+
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(latency(999), "999 µs");
+        assert_eq!(latency(1_000), "1.0 ms");
+        assert_eq!(latency(1_310_720), "1.31 s");
+        assert_eq!(latency(250_000), "250.0 ms");
     }
 }
