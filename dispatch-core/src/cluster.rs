@@ -230,6 +230,17 @@ impl Cluster {
             .worker_setup(move || (declared.worker)())
     }
 
+    /// Serves Prometheus metrics on `addr` (`"127.0.0.1:9100"`; port 0 picks a free one, logged
+    /// as `metrics on http://…/metrics`): `GET /metrics` answers in the Prometheus text format
+    /// with, per process (labels `role`, `worker_id`), its restarts, state, resident memory,
+    /// uptime, calls and calls in flight, and per service method (labels `service`, `method`)
+    /// its calls, errors by kind and a latency histogram. The master serves it; a scrape asks
+    /// every process for its counters, as `dispatchctl status --methods` does. Default: off.
+    pub fn metrics_addr(mut self, addr: impl Into<String>) -> Self {
+        self.settings.metrics_addr = Some(addr.into());
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle::new(self.commands.clone())

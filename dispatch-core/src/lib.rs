@@ -91,7 +91,7 @@ pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedCon
 pub use error::Error;
 pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
-pub use metrics::{MethodStats, ERROR_KINDS};
+pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy};

@@ -18,6 +18,8 @@ pub(crate) struct MethodMetrics {
     calls: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     latency_us: Box<[AtomicU64]>,
+    /// The sum of every call's latency, µs (a Prometheus histogram's `_sum`).
+    latency_sum_us: AtomicU64,
 }
 
 /// The kinds of failure counted separately, in [`MethodStats::errors`] order.
@@ -29,6 +31,7 @@ impl Default for MethodMetrics {
             calls: AtomicU64::new(0),
             errors: Default::default(),
             latency_us: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            latency_sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -73,6 +76,7 @@ impl MethodMetrics {
         }
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.latency_us[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// A snapshot, named.
@@ -94,8 +98,31 @@ impl MethodMetrics {
                 .collect(),
             p50_us: percentile(&counts, 0.50),
             p99_us: percentile(&counts, 0.99),
+            latency_buckets: coarse(&counts),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The upper bounds, in µs, of the coarse latency buckets reported with [`MethodStats`] (the
+/// Prometheus histogram's `le` values); a last bucket without a bound takes the rest.
+pub const LATENCY_BOUNDS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// The fine histogram summed into [`LATENCY_BOUNDS_US`]: per bound, the calls above the previous
+/// bound and at most this one (a fine bucket counts under the first bound its whole range fits
+/// under, so a latency may be placed one coarse bucket too high, never too low).
+fn coarse(counts: &[u64]) -> Vec<u64> {
+    let mut out = vec![0; LATENCY_BOUNDS_US.len()];
+    for (i, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let highest = lower_bound(i + 1).saturating_sub(1);
+        if let Some(b) = LATENCY_BOUNDS_US.iter().position(|le| *le >= highest) {
+            out[b] += count;
+        }
+    }
+    out
 }
 
 /// The bucket of a latency in µs: exact below `SUB`, then `SUB` buckets per power of two.
@@ -168,6 +195,14 @@ pub struct MethodStats {
     pub p50_us: u64,
     /// 99th percentile latency in the Library, µs (to within 12.5 %).
     pub p99_us: u64,
+    /// Calls per latency bucket: `latency_buckets[i]` counts the calls above
+    /// `LATENCY_BOUNDS_US[i - 1]` and at most `LATENCY_BOUNDS_US[i]` µs; calls above the last
+    /// bound are `calls` less their sum.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+    /// The sum of every call's latency, µs.
+    #[serde(default)]
+    pub latency_sum_us: u64,
 }
 
 #[cfg(test)]
@@ -204,6 +239,16 @@ mod tests {
         assert_eq!(
             s.errors,
             vec![("service".into(), 1), ("panicked".into(), 1)]
+        );
+        // 10..=1000 µs and two of 5 µs: every call within the bounds, none placed too low.
+        assert_eq!(s.latency_buckets.iter().sum::<u64>(), 102);
+        let at_most_1ms: u64 = s.latency_buckets[..=4].iter().sum();
+        assert!(at_most_1ms >= 90, "{:?}", s.latency_buckets);
+        let up_to_2_5ms: u64 = s.latency_buckets[..=5].iter().sum();
+        assert_eq!(up_to_2_5ms, 102, "none lands more than one bucket high");
+        assert_eq!(
+            s.latency_sum_us,
+            (1..=100).map(|i| i * 10).sum::<u64>() + 10
         );
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Settings {
     pub(crate) method_metrics: bool,
     /// How every process writes its logs.
     pub(crate) log_format: LogFormat,
+    /// Where the master serves Prometheus metrics, if anywhere.
+    pub(crate) metrics_addr: Option<String>,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             name: None,
             method_metrics: true,
             log_format: LogFormat::default(),
+            metrics_addr: None,
         }
     }
 }

@@ -248,6 +248,8 @@ mod tests {
             errors: Vec::new(),
             p50_us,
             p99_us,
+            latency_buckets: Vec::new(),
+            latency_sum_us: 0,
         }
     }
 

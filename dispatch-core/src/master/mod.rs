@@ -10,7 +10,8 @@
 //! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
 //! - `child`: the handle on one child process; `signals`; `backoff`: crash memory.
-//! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in.
+//! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in;
+//!   `prometheus`: the metrics endpoint.
 
 mod admin_socket;
 mod backoff;
@@ -18,6 +19,7 @@ mod child;
 mod command;
 mod event_loop;
 mod lifecycle;
+mod prometheus;
 mod reload;
 mod routing;
 mod signals;
@@ -44,6 +46,9 @@ pub(crate) async fn run(
     admin: mpsc::UnboundedSender<Command>,
 ) -> Result<(), ClusterError> {
     let dir = RuntimeDir::create()?;
+    if let Some(addr) = &settings.metrics_addr {
+        prometheus::start(addr, admin.clone())?;
+    }
     admin_socket::start(dir.path(), &settings.name(), admin)?;
     let listeners = SharedListeners::bind(&settings.listen)?;
     let init = ChildInit {
