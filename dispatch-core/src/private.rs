@@ -63,8 +63,22 @@ where
     }
 }
 
+/// What a service without `init = …` needs: `Default`. A trait of its own so the error, at the
+/// service type, says how to fix it; `do_not_recommend` keeps rustc from reporting `Default`
+/// instead, without the message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `Default`, so the Library cannot construct the service",
+    label = "the Library builds this service with `Default::default()`",
+    note = "derive it: `#[derive(Default)]`, or have the Library call an async constructor, an \
+            `async fn() -> Result<{Self}, E>`: `#[library_service(init = path::to::async_fn)]`"
+)]
+pub trait DefaultService: Default {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default> DefaultService for T {}
+
 /// Constructs a service by `Default`.
-pub fn init_default<S: ErasedService + Default>() -> InitFuture {
+pub fn init_default<S: ErasedService + DefaultService>() -> InitFuture {
     Box::pin(async { Ok(Arc::new(S::default()) as Arc<dyn ErasedService>) })
 }
 
