@@ -14,7 +14,8 @@ pub use ::serde;
 pub use ::std;
 
 use serde::{de::DeserializeOwned, Serialize};
-use std::future::Future;
+use std::future::{Future, Pending};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// Decodes a method's arguments (a tuple) from the request payload.
@@ -62,8 +63,22 @@ where
     }
 }
 
+/// What a service without `init = …` needs: `Default`. A trait of its own so the error, at the
+/// service type, says how to fix it; `do_not_recommend` keeps rustc from reporting `Default`
+/// instead, without the message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `Default`, so the Library cannot construct the service",
+    label = "the Library builds this service with `Default::default()`",
+    note = "derive it: `#[derive(Default)]`, or have the Library call an async constructor, an \
+            `async fn() -> Result<{Self}, E>`: `#[library_service(init = path::to::async_fn)]`"
+)]
+pub trait DefaultService: Default {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default> DefaultService for T {}
+
 /// Constructs a service by `Default`.
-pub fn init_default<S: ErasedService + Default>() -> InitFuture {
+pub fn init_default<S: ErasedService + DefaultService>() -> InitFuture {
     Box::pin(async { Ok(Arc::new(S::default()) as Arc<dyn ErasedService>) })
 }
 
@@ -82,8 +97,105 @@ where
     })
 }
 
+/// What a remote method's argument and return types must be: serde both ways. A trait of its own
+/// so the one error, at the user's type, names both traits and the fix; `do_not_recommend`
+/// keeps rustc from reporting `Serialize` and `DeserializeOwned` apart, without the message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross the wire: the arguments and return values of service methods \
+               must implement serde's `Serialize` and `Deserialize`",
+    label = "not `Serialize` + `Deserialize`",
+    note = "derive them on the type: `#[derive(serde::Serialize, serde::Deserialize)]`, or use a \
+            type that has them (`String`, `Vec<u8>`, a struct deriving them)"
+)]
+pub trait WireType: Serialize + DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> WireType for T {}
+
 /// Compile-time check, spanned on a user's argument or return type: it must cross the wire.
-pub fn assert_wire_type<T: Serialize + DeserializeOwned>() {}
+/// The one place a type that is not serde is reported: see [`Wire`].
+pub fn assert_wire_type<T: WireType>() {}
+
+/// The dispatcher's and client stub's encoding of a method's types (`T`: the argument tuple, the
+/// return type, or for a stub `(arguments, return type)`), called as `(&Wire::<T>::NEW).op(…)`.
+///
+/// Autoref specialization: when the types are serde, the inherent methods below apply and do
+/// the work; when one is not, method lookup falls through to [`WireFallback`]'s stand-ins, which
+/// type-check for any type and never run, since `assert_wire_type` has then failed the build at
+/// the user's type. So a type that is not serde gives that one error, not one more per use.
+#[derive(Debug)]
+pub struct Wire<T>(PhantomData<fn() -> T>);
+
+impl<T> Wire<T> {
+    /// The marker.
+    pub const NEW: Self = Wire(PhantomData);
+}
+
+impl<T: DeserializeOwned> Wire<T> {
+    /// [`decode_args`].
+    pub fn decode_args(&self, service: &str, method: &str, bytes: &[u8]) -> Result<T, RemoteError> {
+        decode_args(service, method, bytes)
+    }
+}
+
+impl<T: Serialize> Wire<T> {
+    /// [`encode_reply`].
+    pub fn encode_reply(&self, value: &T) -> Result<Vec<u8>, RemoteError> {
+        encode_reply(value)
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> Wire<(A, R)> {
+    /// [`ServiceClient::call`].
+    pub async fn call(
+        &self,
+        client: &ServiceClient<'_>,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        client.call(method, args).await
+    }
+}
+
+impl<A: Serialize, T: DeserializeOwned, E: DeserializeOwned> Wire<(A, Result<T, E>)> {
+    /// [`ServiceClient::call_fallible`].
+    pub async fn call_fallible(
+        &self,
+        client: &ServiceClient<'_>,
+        method: &str,
+        args: &A,
+    ) -> Result<T, Error<E>> {
+        client.call_fallible(method, args).await
+    }
+}
+
+/// [`Wire`]'s stand-ins for types that are not serde: they exist so the generated code still
+/// type-checks (the build fails at `assert_wire_type`), and are never called.
+pub trait WireFallback {
+    /// Stands in for [`Wire::decode_args`].
+    fn decode_args<T>(&self, _: &str, _: &str, _: &[u8]) -> Result<T, RemoteError> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::encode_reply`].
+    fn encode_reply<T>(&self, _: &T) -> Result<Vec<u8>, RemoteError> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::call`].
+    fn call<A, R>(&self, _: &ServiceClient<'_>, _: &str, _: &A) -> Pending<Result<R, Error>> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::call_fallible`].
+    fn call_fallible<A, T, E>(
+        &self,
+        _: &ServiceClient<'_>,
+        _: &str,
+        _: &A,
+    ) -> Pending<Result<T, Error<E>>> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+}
+
+impl<T> WireFallback for &Wire<T> {}
 
 /// Compile-time check, spanned on the service type: one instance serves every worker at once.
 pub fn assert_service_type<T: Send + Sync + 'static>() {}

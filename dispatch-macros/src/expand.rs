@@ -105,6 +105,8 @@ impl<'a> ServiceGenerator<'a> {
                     #method: &str,
                     #args: ::std::vec::Vec<u8>,
                 ) -> #p::CallFuture {
+                    #[allow(unused_imports)]
+                    use #p::WireFallback as _;
                     match #method {
                         #(#arms)*
                         _ => #p::unknown_method(#service, #method),
@@ -115,16 +117,17 @@ impl<'a> ServiceGenerator<'a> {
         }
     }
 
-    /// `"add" => Box::pin(async move { decode; call; encode })`. The calls that can fail to
-    /// type-check (a type that is not serde, a future that is not `Send`) are located at the
-    /// method's name, so rustc points there rather than at the attribute.
+    /// `"add" => Box::pin(async move { decode; call; encode })`. A call that can fail to
+    /// type-check (a future that is not `Send`) is located at the method's name, so rustc points
+    /// there rather than at the attribute. The decoding and encoding go through `Wire`, which
+    /// type-checks whatever the types: one that is not serde is reported once, by `checks`.
     fn arm(&self, m: &Method<'_>, args: &Ident) -> TokenStream {
         let at = Span::call_site().located_at(m.ident.span());
         let p = &located_at(&self.private, at);
         let (service, method) = (&self.service.name, m.ident.to_string());
         let ident = m.ident;
         let names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
-        let types = m.args.iter().map(|a| a.ty);
+        let types: Vec<_> = m.args.iter().map(|a| a.ty).collect();
         let invoke = quote_spanned!(at=> self.#ident(#(#names),*));
         let call = if m.blocking.is_some() {
             quote_spanned!(at=> #p::run_blocking(move || #invoke).await?)
@@ -136,9 +139,14 @@ impl<'a> ServiceGenerator<'a> {
         let out = Ident::new("out", Span::mixed_site());
         let reply = match m.output {
             Output::Unit => quote_spanned!(at=> #call; #p::encode_reply(&())),
-            _ => quote_spanned!(at=> let #out = #call; #p::encode_reply(&#out)),
+            _ => {
+                let ty = return_type(&m.output);
+                let wire = quote_spanned!(at=> (&#p::Wire::<#ty>::NEW));
+                quote_spanned!(at=> let #out = #call; #wire.encode_reply(&#out))
+            }
         };
-        let decode = quote_spanned!(at=> #p::decode_args(#service, #method, &#args)?);
+        let wire = quote_spanned!(at=> (&#p::Wire::<(#(#types,)*)>::NEW));
+        let decode = quote_spanned!(at=> #wire.decode_args(#service, #method, &#args)?);
         let cfgs = m.cfgs();
         quote! {
             #(#cfgs)*
@@ -273,19 +281,27 @@ impl<'a> ServiceGenerator<'a> {
         );
         let summary = (user_docs.is_empty()).then(|| quote!(#[doc = #summary]));
         let args = quote!(&(#(#names,)*));
-        let (output, body) = match &m.output {
+        let types = m.args.iter().map(|a| &a.resolved);
+        let returned = return_type(&m.output);
+        let wire = quote_spanned!(at=> (&#p::Wire::<((#(#types,)*), #returned)>::NEW));
+        let (output, call) = match &m.output {
             Output::Fallible { ok, err } => (
                 quote!(::core::result::Result<#ok, #p::Error<#err>>),
-                quote_spanned!(at=> self.inner.call_fallible::<_, #ok, #err>(#method, #args).await),
+                quote_spanned!(at=> #wire.call_fallible(&self.inner, #method, #args).await),
             ),
             Output::Unit => (
                 quote!(::core::result::Result<(), #p::Error>),
-                quote_spanned!(at=> self.inner.call::<_, ()>(#method, #args).await),
+                quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
             Output::Value { resolved } => (
                 quote!(::core::result::Result<#resolved, #p::Error>),
-                quote_spanned!(at=> self.inner.call::<_, #resolved>(#method, #args).await),
+                quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
+        };
+        let body = quote! {
+            #[allow(unused_imports)]
+            use #p::WireFallback as _;
+            #call
         };
         let errors = match &m.output {
             Output::Fallible { .. } => ERRORS_FALLIBLE,
@@ -386,6 +402,15 @@ const ERRORS_FALLIBLE: &str = " Fails with `dispatch::Error::Service(e)` when th
      `Err(e)`, and with another `dispatch::Error` when the call does not complete: the Library is \
      unreachable or restarted, the deadline passes, the method panics, or a payload cannot be \
      encoded or decoded.";
+
+/// What a method returns, as one type (with `Self` replaced): `()`, `T`, or `Result<T, E>`.
+fn return_type(output: &Output) -> TokenStream {
+    match output {
+        Output::Unit => quote!(()),
+        Output::Value { resolved } => resolved.to_token_stream(),
+        Output::Fallible { ok, err } => quote!(::core::result::Result<#ok, #err>),
+    }
+}
 
 /// `assert_wire_type::<T>()`, located at `T` so rustc's error points at the user's type.
 fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {

@@ -126,7 +126,9 @@ fn generates_the_client_struct_and_its_methods() {
         render(&add.sig.output),
         "-> ::core::result::Result<i64, ::dispatch::__private::Error>"
     );
-    assert!(tokens(&add.block).contains("call :: < _ , i64 > (\"add\" , & (a , b ,))"));
+    assert!(tokens(&add.block).contains(
+        "Wire :: < ((i64 , i64 ,) , i64) > :: NEW) . call (& self . inner , \"add\" , & (a , b ,))"
+    ));
 }
 
 fn has_doc(s: &ItemStruct) -> bool {
@@ -141,9 +143,14 @@ fn a_result_method_uses_call_fallible_and_a_typed_error() {
         render(&parse.sig.output),
         "-> ::core::result::Result<u32, ::dispatch::__private::Error<ParseErr>>"
     );
-    assert!(tokens(&parse.block).contains("call_fallible :: < _ , u32 , ParseErr >"));
+    assert!(tokens(&parse.block).contains(
+        "Wire :: < ((String ,) , :: core :: result :: Result < u32 , ParseErr >) > :: NEW) \
+         . call_fallible"
+    ));
     let get_name = client_method(&items, "get_name");
-    assert!(tokens(&get_name.block).contains("call :: < _ , String > (\"get_name\" , & ())"));
+    assert!(tokens(&get_name.block).contains(
+        "Wire :: < (() , String) > :: NEW) . call (& self . inner , \"get_name\" , & ())"
+    ));
 }
 
 #[test]
