@@ -206,7 +206,8 @@ impl Master {
                 }
                 let how = describe_kill(status, p.killed);
                 let how = match (&p.failure, p.ready) {
-                    (Some(reason), _) => format!("{how}: {reason}"),
+                    (Some(reason), false) => format!("{how} before it was ready: {reason}"),
+                    (Some(reason), true) => format!("{how}: {reason}"),
                     (None, false) => format!("{how} before it was ready"),
                     (None, true) => how,
                 };
