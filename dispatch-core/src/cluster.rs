@@ -113,6 +113,26 @@ impl Cluster {
         self
     }
 
+    /// The liveness watchdog (gunicorn's `timeout`, systemd's `WatchdogSec`): every child's
+    /// runtime sends the master a heartbeat over its control socket (every tenth of the
+    /// timeout, at most every second); a ready process silent for `timeout` (a deadlock, a
+    /// blocking call on its runtime, `SIGSTOP`) is shown `unresponsive`, logged with the calls
+    /// it had in flight, killed and restarted. Work on the blocking pool (`#[blocking]`
+    /// methods, `spawn_blocking`) does not stop the heartbeat. `None` turns the watchdog off.
+    /// Default 10 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let cluster = dispatch::Cluster::new().liveness_timeout(Duration::from_secs(30));
+    /// let without = dispatch::Cluster::new().liveness_timeout(None);
+    /// # let _ = (cluster, without);
+    /// ```
+    pub fn liveness_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.settings.liveness_timeout = timeout.into().filter(|t| !t.is_zero());
+        self
+    }
+
     /// Binds a TCP listener on `addr` (`"127.0.0.1:8080"`; port 0 picks a free one) in the
     /// master before any worker starts, and hands it to every worker:
     /// [`Worker::listener`]. The kernel spreads connections over the workers; restarts and

@@ -29,8 +29,9 @@ pub struct ProcessStatus {
     pub worker_id: Option<u32>,
     /// Its pid.
     pub pid: u32,
-    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet) or `retiring`
-    /// (replaced by a reload, stopping).
+    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet), `retiring`
+    /// (replaced by a reload, stopping) or `unresponsive` (silent past the liveness timeout:
+    /// being killed and restarted).
     pub state: String,
     /// How often this slot's process was restarted after a crash.
     pub restarts: u32,

@@ -39,7 +39,15 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
         )
         .await
     };
-    let services = match started.await {
+    let started = tokio::select! {
+        started = started => started,
+        cause = link.orders.stopped() => {
+            // Stopped during its init: nothing is serving yet, nothing to close.
+            tracing::info!("library stopping during its init: {}", cause.describe());
+            return Ok(());
+        }
+    };
+    let services = match started {
         Ok(s) => Arc::new(s),
         Err(reason) => {
             tracing::error!("{reason}");
@@ -55,6 +63,10 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     link.report_stats_with(Box::new(move || {
         let (calls, in_flight) = reporting.call_counts();
         (calls, in_flight, reporting.method_stats())
+    }));
+    let busy = Arc::clone(&services);
+    link.report_busy_with(Box::new(move || {
+        (busy.call_counts().1, busy.in_flight_by_method())
     }));
     link.outbox.send(ToMaster::Ready { services: summary });
 

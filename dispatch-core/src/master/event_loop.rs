@@ -2,14 +2,13 @@
 //! from a [`ClusterHandle`](super::ClusterHandle) or the admin socket, and timers) until the
 //! cluster stops.
 
-use super::child::ChildEvent;
+use super::child::{ChildEvent, KillReason};
 use super::command::Command;
 use super::signals::MasterSignal;
 use super::state::{Flow, Master, Part, Timer};
 use crate::cluster_error::ClusterError;
 use crate::process::ChildKind;
 use crate::wire::ToMaster;
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -20,6 +19,9 @@ impl Master {
             "master starting a library and {} workers",
             self.config.workers
         );
+        if let Some(every) = self.config.heartbeat_interval() {
+            self.schedule(every, Timer::Liveness);
+        }
         let result = match self.spawn(ChildKind::Library, Part::Current) {
             Ok(_) => self.event_loop().await,
             Err(e) => Err(e),
@@ -66,12 +68,21 @@ impl Master {
                 pid,
                 msg: ToMaster::Failed { reason },
             } => {
-                tracing::error!(pid, "the {} could not start: {reason}", kind.label());
                 if let Some(p) = self.procs.get_mut(&pid) {
+                    if p.ready {
+                        tracing::error!(pid, "the {} failed: {reason}", kind.label());
+                    } else {
+                        tracing::error!(pid, "the {} could not start: {reason}", kind.label());
+                    }
                     p.failure = Some(reason);
                 }
                 Flow::Continue
             }
+            // Kept by the child's handle, never forwarded.
+            ChildEvent::Message {
+                msg: ToMaster::Alive { .. },
+                ..
+            } => Flow::Continue,
             ChildEvent::Message {
                 pid,
                 msg: ToMaster::Send(out),
@@ -165,10 +176,11 @@ impl Master {
                             "the {} did not stop in time: killing it",
                             p.handle.kind.label()
                         );
-                        p.handle.signal(Signal::SIGKILL);
+                        self.kill(pid, KillReason::GracePeriod);
                     }
                     Flow::Continue
                 }
+                Timer::Liveness => self.check_liveness(),
             };
             if let Flow::Stop(_) = flow {
                 return flow;

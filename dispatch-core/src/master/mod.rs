@@ -10,6 +10,7 @@
 //! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
 //! - `child`: the handle on one child process; `signals`; `backoff`: crash memory.
+//! - `liveness`: the watchdog (heartbeats, the runtime dir and the Library's socket).
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in.
 
 mod admin_socket;
@@ -18,6 +19,7 @@ mod child;
 mod command;
 mod event_loop;
 mod lifecycle;
+mod liveness;
 mod reload;
 mod routing;
 mod signals;
@@ -44,7 +46,7 @@ pub(crate) async fn run(
     admin: mpsc::UnboundedSender<Command>,
 ) -> Result<(), ClusterError> {
     let dir = RuntimeDir::create()?;
-    admin_socket::start(dir.path(), &settings.name(), admin)?;
+    admin_socket::start(dir.path(), &settings.name(), admin.clone())?;
     let listeners = SharedListeners::bind(&settings.listen)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,
@@ -53,7 +55,7 @@ pub(crate) async fn run(
         published: Vec::new(),
         members: Members::default(),
     };
-    let mut master = Master::new(settings, init, dir, listeners, commands)?;
+    let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;
     let result = master.supervise().await;
     match &result {
         Ok(()) => tracing::info!("cluster stopped"),

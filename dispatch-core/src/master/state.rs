@@ -2,7 +2,7 @@
 //! a reload in progress, and the channels it listens on. One task owns it.
 
 use super::backoff::{CrashWindow, SlotCrashes};
-use super::child::{ChildEvent, ChildHandle};
+use super::child::{ChildEvent, ChildHandle, KillReason};
 use super::command::Command;
 use super::routing::Mailboxes;
 use super::signals::MasterSignals;
@@ -40,6 +40,12 @@ pub(super) struct Proc {
     pub(super) failure: Option<String>,
     /// Killed for missing its ready deadline.
     pub(super) missed_ready: bool,
+    /// Why the master killed it, if it did (its exit is then logged as the master's doing).
+    pub(super) killed: Option<KillReason>,
+    /// Silent past the liveness timeout (and being killed).
+    pub(super) unresponsive: bool,
+    /// Asked to stop so that it starts again (the Library, to bind its removed socket).
+    pub(super) rebind: bool,
 }
 
 /// A place in the cluster: the Library, or worker `i`.
@@ -64,6 +70,8 @@ pub(super) enum Timer {
     Kill(u32),
     /// Answer status request `id` with what has arrived.
     StatusDeadline(u64),
+    /// Check every child's heartbeat (and the runtime dir); comes back every heartbeat interval.
+    Liveness,
 }
 
 /// A rolling reload in progress.
@@ -103,6 +111,8 @@ pub(super) struct Master {
     pub(super) events: mpsc::UnboundedReceiver<ChildEvent>,
     pub(super) signals: MasterSignals,
     pub(super) commands: Option<mpsc::UnboundedReceiver<Command>>,
+    /// Where the admin socket sends its requests (to bind it again in a recreated runtime dir).
+    pub(super) admin: mpsc::UnboundedSender<Command>,
 }
 
 impl Master {
@@ -112,6 +122,7 @@ impl Master {
         dir: RuntimeDir,
         listeners: SharedListeners,
         commands: Option<mpsc::UnboundedReceiver<Command>>,
+        admin: mpsc::UnboundedSender<Command>,
     ) -> Result<Self, ClusterError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let workers = (0..config.workers).map(|_| Slot::default()).collect();
@@ -137,10 +148,14 @@ impl Master {
             events,
             signals: MasterSignals::install()?,
             commands,
+            admin,
         })
     }
 
     pub(super) fn spawn(&mut self, kind: ChildKind, part: Part) -> Result<u32, ClusterError> {
+        // A child started into a missing runtime dir could never work (the Library cannot
+        // bind its socket, a worker cannot reach it).
+        self.ensure_runtime_dir()?;
         let listeners = self.listeners.raw_fds();
         let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
         let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
@@ -159,6 +174,9 @@ impl Master {
                 ready: false,
                 failure: None,
                 missed_ready: false,
+                killed: None,
+                unresponsive: false,
+                rebind: false,
             },
         );
         if part == Part::Current {
@@ -184,6 +202,27 @@ impl Master {
             ChildKind::Library => &mut self.library,
             ChildKind::Worker(id) => &mut self.workers[id as usize],
         }
+    }
+
+    /// Kills `pid` with SIGKILL, remembering that the master did it, and why.
+    pub(super) fn kill(&mut self, pid: u32, why: KillReason) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.killed.get_or_insert(why);
+            p.handle.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Recreates the runtime dir if it is gone (a temp cleaner), with the admin socket in it;
+    /// fails if something else now stands at its path.
+    pub(super) fn ensure_runtime_dir(&mut self) -> Result<(), ClusterError> {
+        if self.dir.ensure()? {
+            tracing::warn!(
+                runtime_dir = %self.dir.path().display(),
+                "the runtime dir was removed (by a temp cleaner?): created it again"
+            );
+            super::admin_socket::start(self.dir.path(), &self.config.name(), self.admin.clone())?;
+        }
+        Ok(())
     }
 
     pub(super) fn send(&self, pid: u32, msg: ToChild) {

@@ -38,7 +38,14 @@ impl Master {
                         ("worker", Some(id), self.workers[id as usize].restarts)
                     }
                 };
+                let unresponsive = p.unresponsive
+                    || (p.ready
+                        && self
+                            .config
+                            .liveness_timeout
+                            .is_some_and(|t| p.handle.silent_for() > t));
                 let state = match (p.part, p.ready) {
+                    _ if unresponsive => "unresponsive",
                     (Part::Retiring, _) => "retiring",
                     (Part::Replacement, _) => "replacing",
                     (Part::Current, true) => "ready",

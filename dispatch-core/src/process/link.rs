@@ -5,14 +5,23 @@
 //! The master's orders become state the role reads: [`Orders::stop`] (asked to stop, or the
 //! master is gone), [`Orders::cluster_ready`] and [`Orders::library_back`]. A stats request is
 //! answered from whatever the role registered with [`MasterLink::report_stats_with`].
+//!
+//! With the liveness watchdog on, a task on the child's runtime sends the master a heartbeat
+//! ([`ToMaster::Alive`]) at the interval the settings give, from the moment the link is joined,
+//! carrying what the role registered with [`MasterLink::report_busy_with`]. A runtime that is
+//! blocked (a deadlock, a blocking call on it, `SIGSTOP`) stops sending them; work on the
+//! blocking pool does not.
 
 use super::fds::inherited_control;
 use super::role::ChildEnv;
 use crate::cluster_error::ClusterError;
 use crate::messenger::Messenger;
 use crate::metrics::MethodStats;
-use crate::wire::{ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster};
+use crate::wire::{
+    ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster, MAX_BUSY_METHODS,
+};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Why a child stops.
@@ -40,6 +49,10 @@ impl StopCause {
 /// What a child reports when the master asks for its stats: calls served or made, calls in
 /// flight, and (from the Library) per-method metrics.
 pub(crate) type StatsFn = Box<dyn Fn() -> (u64, u64, Vec<MethodStats>) + Send + Sync>;
+
+/// What a child says it is doing in each heartbeat: calls in flight, and (from the Library)
+/// those by `service.method`. Cheap: called every heartbeat.
+pub(crate) type BusyFn = Box<dyn Fn() -> (u64, Vec<(String, u64)>) + Send + Sync>;
 
 /// The master's orders, as state.
 #[derive(Debug, Clone)]
@@ -81,6 +94,7 @@ pub(crate) struct MasterLink {
     /// The master's orders.
     pub(crate) orders: Orders,
     stats: Arc<Mutex<Option<StatsFn>>>,
+    busy: Arc<Mutex<Option<BusyFn>>>,
 }
 
 impl std::fmt::Debug for MasterLink {
@@ -119,6 +133,10 @@ impl MasterLink {
         let (gone_tx, gone) = watch::channel(false);
         let library_back = Arc::new(Notify::new());
         let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
+        let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
+        if let Some(every) = init.settings.heartbeat_interval() {
+            tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), every));
+        }
         tokio::spawn(follow(
             receiver,
             messenger,
@@ -141,7 +159,16 @@ impl MasterLink {
                 gone,
             },
             stats,
+            busy,
         })
+    }
+
+    /// Says what this child is doing in every heartbeat from now on (until then: nothing).
+    pub(crate) fn report_busy_with(&self, busy: BusyFn) {
+        *self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(busy);
     }
 
     /// Answers the master's stats requests with `stats` from now on (until then: zeros).
@@ -156,6 +183,27 @@ impl MasterLink {
     pub(crate) async fn report_failure(&self, reason: String) {
         self.outbox.send(ToMaster::Failed { reason });
         self.outbox.flush().await;
+    }
+}
+
+/// Sends a heartbeat every `every` for the process's whole life. It runs on the child's own
+/// runtime, so its silence is the runtime's: the master needs nothing else to see a hang.
+async fn heartbeat(outbox: ControlWriter, busy: Arc<Mutex<Option<BusyFn>>>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    // After a stall, one heartbeat, not a burst of the missed ones.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (in_flight, mut methods) = busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or((0, Vec::new()), |f| f());
+        methods.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        methods.truncate(MAX_BUSY_METHODS);
+        if !outbox.send(ToMaster::Alive { in_flight, methods }) {
+            return;
+        }
     }
 }
 

@@ -125,4 +125,16 @@ pub(crate) enum ToMaster {
         /// The Library's per-method metrics; empty from workers.
         methods: Vec<MethodStats>,
     },
+    /// A heartbeat: the child's runtime is making progress (sent by a task on it), with what
+    /// it is doing, so that the master can say so if the heartbeats stop.
+    Alive {
+        /// Calls running now (the Library) or waiting for a reply (a worker).
+        in_flight: u64,
+        /// The Library's calls running now by `service.method` (at most
+        /// [`MAX_BUSY_METHODS`], busiest first); empty from workers.
+        methods: Vec<(String, u64)>,
+    },
 }
+
+/// The most methods a heartbeat lists: it stays a small frame.
+pub(crate) const MAX_BUSY_METHODS: usize = 16;

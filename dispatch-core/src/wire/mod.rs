@@ -16,7 +16,9 @@ pub(crate) mod framing;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use control::{ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, MAX_MESSAGE};
+pub(crate) use control::{
+    ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, MAX_BUSY_METHODS, MAX_MESSAGE,
+};
 pub(crate) use control_channel::{ControlChannel, ControlReceiver};
 pub(crate) use control_writer::ControlWriter;
 #[cfg(test)]
