@@ -93,7 +93,12 @@ fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
 impl Cluster {
     /// Starts the fixture master with `args` and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let mut cmd = Command::new(fixture());
+        Cluster::start_binary(&fixture(), args, env)
+    }
+
+    /// Starts `binary` (another fixture) as the master, with `args` and extra environment.
+    pub fn start_binary(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut cmd = Command::new(binary);
         cmd.args(args)
             .envs(env.iter().copied())
             .env(

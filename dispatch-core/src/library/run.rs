@@ -56,7 +56,8 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
         let (calls, in_flight) = reporting.call_counts();
         (calls, in_flight, reporting.method_stats())
     }));
-    link.outbox.send(ToMaster::Ready { services: summary });
+    // Only a closed socket refuses it, and then the master is gone anyway.
+    let _ = link.outbox.send(&ToMaster::Ready { services: summary });
 
     let config = Arc::new(ServeConfig::new(link.init.token.clone(), settings.clone()));
     let why = tokio::select! {

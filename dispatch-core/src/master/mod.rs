@@ -9,7 +9,8 @@
 //! - `state`: what the master knows; `event_loop`: what it reacts to.
 //! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
-//! - `child`: the handle on one child process; `signals`; `backoff`: crash memory.
+//! - `child`: the handle on one child process (its queues bounded in bytes); `guard`: a child
+//!   that writes garbage or does not read is killed; `signals`; `backoff`: crash memory.
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in.
 
 mod admin_socket;
@@ -17,6 +18,7 @@ mod backoff;
 mod child;
 mod command;
 mod event_loop;
+mod guard;
 mod lifecycle;
 mod reload;
 mod routing;
@@ -50,7 +52,7 @@ pub(crate) async fn run(
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
         settings: settings.clone(),
-        published: Vec::new(),
+        published: 0,
         members: Members::default(),
     };
     let mut master = Master::new(settings, init, dir, listeners, commands)?;

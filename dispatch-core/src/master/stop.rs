@@ -78,7 +78,11 @@ impl Master {
                     self.procs.remove(&pid);
                     tracing::info!(pid, "the {} stopped ({})", kind.label(), describe(status));
                 }
-                Some(ChildEvent::Message { .. }) => {}
+                Some(
+                    ChildEvent::Message { .. }
+                    | ChildEvent::Broken { .. }
+                    | ChildEvent::Drained { .. },
+                ) => {}
                 None => return None,
             }
         }
