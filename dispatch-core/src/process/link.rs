@@ -215,13 +215,9 @@ async fn follow(
                     methods,
                 });
                 // A closed socket means the master is gone; anything else is worth a line.
-                if let Err(e) = sent
-                    .as_ref()
-                    .map_err(|e| e != &crate::wire::Refused::Closed)
-                {
-                    if e {
-                        tracing::warn!("cannot answer the master's stats request: {sent:?}");
-                    }
+                match sent {
+                    Ok(()) | Err(crate::wire::Refused::Closed) => {}
+                    Err(e) => tracing::warn!("cannot answer the master's stats request: {e:?}"),
                 }
             }
             Some(ToChild::Shutdown) => {
