@@ -157,6 +157,44 @@ impl Cluster {
         self
     }
 
+    /// How many bytes of messages the master holds for one child: its outgoing control queue
+    /// while it runs, its mailbox while it starts or restarts. Default 64 MiB.
+    ///
+    /// A message for a running child whose queue is full is not queued: senders see
+    /// [`MessageError::ReceiverBehind`](crate::MessageError::ReceiverBehind) until it catches up,
+    /// and a child that leaves its queue full for [`child_queue_timeout`](Cluster::child_queue_timeout)
+    /// is hung: logged with what it held, killed and restarted. A full mailbox drops its oldest
+    /// message, counted and logged. At least 2 MiB (two of the largest control messages).
+    pub fn child_queue_bytes(mut self, bytes: usize) -> Self {
+        self.settings.child_queue_bytes = bytes.max(2 << 20);
+        self
+    }
+
+    /// How long a child may leave its full queue (see
+    /// [`child_queue_bytes`](Cluster::child_queue_bytes)) unread before the master treats it as
+    /// hung: logs what it held, kills it and restarts it. Default 10 s.
+    pub fn child_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.child_queue_timeout = timeout;
+        self
+    }
+
+    /// How many bytes of messages one process (the Library or a worker) may have queued for the
+    /// master; past this, its sends fail with
+    /// [`MessageError::Backlog`](crate::MessageError::Backlog) until the queue drains. Default
+    /// 16 MiB, at least 2 MiB.
+    pub fn outbox_bytes(mut self, bytes: usize) -> Self {
+        self.settings.outbox_bytes = bytes.max(2 << 20);
+        self
+    }
+
+    /// How many bytes of published values (the latest of each topic, replayed to processes
+    /// that start later) the master keeps over every topic. A publish that would exceed it is
+    /// refused with a logged error and the topic keeps its previous value. Default 16 MiB.
+    pub fn published_bytes(mut self, bytes: usize) -> Self {
+        self.settings.published_bytes = bytes;
+        self
+    }
+
     /// Runs `setup` in the Library before its services are constructed (with the messenger
     /// available): connect to an upstream, publish a first value. Its error aborts the
     /// Library's start (and so the cluster's) with that message.

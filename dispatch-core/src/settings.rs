@@ -61,11 +61,21 @@ pub(crate) struct Settings {
     /// How long a ready child may go without a heartbeat before it is killed as unresponsive;
     /// `None`: no liveness watchdog.
     pub(crate) liveness_timeout: Option<Duration>,
+    /// Bytes the master holds for one child: its outgoing control queue while it runs, its
+    /// mailbox while it starts or restarts.
+    pub(crate) child_queue_bytes: usize,
+    /// How long a child may leave its full queue unread before it is treated as hung.
+    pub(crate) child_queue_timeout: Duration,
+    /// Bytes of messages a child may have queued for the master before its sends fail.
+    pub(crate) outbox_bytes: usize,
+    /// Bytes of published (retained) values the master keeps, over every topic.
+    pub(crate) published_bytes: usize,
 }
 
 impl Default for Settings {
     /// One worker per core, 3 s call deadline, 30 s ready timeouts, 5 s grace period, 8 MiB
-    /// frames.
+    /// frames; 64 MiB held by the master per child (10 s before a child that leaves it full is
+    /// hung), 16 MiB per child's queue to the master, 16 MiB of published values.
     fn default() -> Self {
         Settings {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -84,6 +94,10 @@ impl Default for Settings {
             method_metrics: true,
             log_format: LogFormat::default(),
             liveness_timeout: Some(Duration::from_secs(10)),
+            child_queue_bytes: 64 << 20,
+            child_queue_timeout: Duration::from_secs(10),
+            outbox_bytes: 16 << 20,
+            published_bytes: 16 << 20,
         }
     }
 }

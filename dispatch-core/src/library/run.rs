@@ -68,7 +68,8 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     link.report_busy_with(Box::new(move || {
         (busy.call_counts().1, busy.in_flight_by_method())
     }));
-    link.outbox.send(ToMaster::Ready { services: summary });
+    // Only a closed socket refuses it, and then the master is gone anyway.
+    let _ = link.outbox.send(&ToMaster::Ready { services: summary });
 
     let config = Arc::new(ServeConfig::new(link.init.token.clone(), settings.clone()));
     let why = tokio::select! {

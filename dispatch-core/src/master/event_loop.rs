@@ -4,6 +4,7 @@
 
 use super::child::{ChildEvent, KillReason};
 use super::command::Command;
+use super::guard::escape;
 use super::signals::MasterSignal;
 use super::state::{Flow, Master, Part, Timer};
 use crate::cluster_error::ClusterError;
@@ -22,6 +23,8 @@ impl Master {
         if let Some(every) = self.config.heartbeat_interval() {
             self.schedule(every, Timer::Liveness);
         }
+        let period = self.queue_watch_period();
+        self.schedule(period, Timer::QueueWatch);
         let result = match self.spawn(ChildKind::Library, Part::Current) {
             Ok(_) => self.event_loop().await,
             Err(e) => Err(e),
@@ -67,7 +70,11 @@ impl Master {
                 kind,
                 pid,
                 msg: ToMaster::Failed { reason },
+                ..
             } => {
+                // The child's words: escaped, so that they cannot forge a log line.
+                let reason = escape(&reason);
+                tracing::error!(pid, "the {} could not start: {reason}", kind.label());
                 if let Some(p) = self.procs.get_mut(&pid) {
                     if p.ready {
                         tracing::error!(pid, "the {} failed: {reason}", kind.label());
@@ -105,7 +112,16 @@ impl Master {
                 self.on_stats(pid, id, calls, in_flight, methods);
                 Flow::Continue
             }
+            ChildEvent::Broken { kind, pid, reason } => {
+                self.on_broken(kind, pid, &reason);
+                Flow::Continue
+            }
+            ChildEvent::Drained { pid } => {
+                self.on_drained(pid);
+                Flow::Continue
+            }
             ChildEvent::Exited { pid, status, .. } => {
+                self.no_longer_behind(pid);
                 let flow = self.on_exit(pid, status);
                 self.announce_members();
                 flow
@@ -159,6 +175,10 @@ impl Master {
             let flow = match timer {
                 Timer::StatusDeadline(id) => {
                     self.finish_status(id);
+                    Flow::Continue
+                }
+                Timer::QueueWatch => {
+                    self.watch_queues();
                     Flow::Continue
                 }
                 Timer::Restart(kind) => match self.spawn_restart(kind) {

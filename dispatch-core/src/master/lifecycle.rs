@@ -83,7 +83,7 @@ impl Master {
     pub(super) fn cluster_ready(&mut self) {
         self.ready_at = Some(Instant::now());
         for p in self.procs.values() {
-            p.handle.send(ToChild::ClusterReady);
+            let _ = p.handle.send(ToChild::ClusterReady);
         }
         let workers = self.workers.len() as u32;
         self.emit(
@@ -212,6 +212,7 @@ impl Master {
                     (None, true) => how,
                 };
                 tracing::error!(pid, "the {} {how}", kind.label());
+                self.slot_mut(kind).last_failure = Some(how.clone());
                 if self.ready_at.is_none() {
                     return Flow::Stop(Err(start_error(&self.config, kind, pid, &p, how)));
                 }

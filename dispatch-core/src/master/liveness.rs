@@ -70,7 +70,7 @@ impl Master {
             "the library's socket was removed: restarting the library so that it binds it again"
         );
         p.rebind = true;
-        p.handle.send(ToChild::Shutdown);
+        let _ = p.handle.send(ToChild::Shutdown);
         let grace = self.config.grace_period;
         self.schedule(grace, Timer::Kill(pid));
     }

@@ -11,6 +11,8 @@
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
 //! - `child`: the handle on one child process; `signals`; `backoff`: crash memory.
 //! - `liveness`: the watchdog (heartbeats, the runtime dir and the Library's socket).
+//! - `child`: the handle on one child process (its queues bounded in bytes); `guard`: a child
+//!   that writes garbage or does not read is killed; `signals`; `backoff`: crash memory.
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in.
 
 mod admin_socket;
@@ -18,6 +20,7 @@ mod backoff;
 mod child;
 mod command;
 mod event_loop;
+mod guard;
 mod lifecycle;
 mod liveness;
 mod reload;
@@ -52,7 +55,7 @@ pub(crate) async fn run(
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
         settings: settings.clone(),
-        published: Vec::new(),
+        published: 0,
         members: Members::default(),
     };
     let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;

@@ -46,6 +46,10 @@ pub(super) struct Proc {
     pub(super) unresponsive: bool,
     /// Asked to stop so that it starts again (the Library, to bind its removed socket).
     pub(super) rebind: bool,
+    /// Killed for writing garbage on its control socket, or for leaving its queue full.
+    pub(super) broken: bool,
+    /// Since when its outgoing queue has been full (see `watch_queues`).
+    pub(super) full_since: Option<Instant>,
 }
 
 /// A place in the cluster: the Library, or worker `i`.
@@ -57,6 +61,8 @@ pub(super) struct Slot {
     pub(super) finished: bool,
     /// How often its process was restarted after a crash.
     pub(super) restarts: u32,
+    /// How its last process that failed ended, for `dispatchctl status`.
+    pub(super) last_failure: Option<String>,
 }
 
 /// Something the master does at a set time.
@@ -72,6 +78,8 @@ pub(super) enum Timer {
     StatusDeadline(u64),
     /// Check every child's heartbeat (and the runtime dir); comes back every heartbeat interval.
     Liveness,
+    /// Look for children whose queues stayed full too long (see `watch_queues`).
+    QueueWatch,
 }
 
 /// A rolling reload in progress.
@@ -126,7 +134,7 @@ impl Master {
     ) -> Result<Self, ClusterError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let workers = (0..config.workers).map(|_| Slot::default()).collect();
-        let mail = Mailboxes::new(config.message_queue_limit);
+        let mail = Mailboxes::new(config.message_queue_limit, config.child_queue_bytes);
         Ok(Master {
             config,
             init,
@@ -158,13 +166,20 @@ impl Master {
         self.ensure_runtime_dir()?;
         let listeners = self.listeners.raw_fds();
         let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
-        let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
+        let budget = self.config.child_queue_bytes;
+        let handle = ChildHandle::watch(kind, spawned, budget, self.events_tx.clone());
         let pid = handle.pid;
         tracing::info!(pid, "started the {}", kind.label());
         let mut init = self.init.clone();
-        init.published = self.published();
+        let published = self.published();
+        init.published = u32::try_from(published.len()).unwrap_or(u32::MAX);
         init.members = self.members();
-        handle.send(ToChild::Init(Box::new(init)));
+        // The published values follow the init message one by one: each fits a frame (it was
+        // accepted under the message limit), whatever their number and total.
+        let _ = handle.send(ToChild::Init(Box::new(init)));
+        for value in published.into_iter().take(u32::MAX as usize) {
+            let _ = handle.send(ToChild::Deliver(value));
+        }
         self.procs.insert(
             pid,
             Proc {
@@ -177,6 +192,8 @@ impl Master {
                 killed: None,
                 unresponsive: false,
                 rebind: false,
+                broken: false,
+                full_since: None,
             },
         );
         if part == Part::Current {
@@ -225,16 +242,18 @@ impl Master {
         Ok(())
     }
 
+    /// Queues a control message for `pid`. Control messages are always queued (a queue left
+    /// past its budget is watched by `watch_queues`).
     pub(super) fn send(&self, pid: u32, msg: ToChild) {
         if let Some(p) = self.procs.get(&pid) {
-            p.handle.send(msg);
+            let _ = p.handle.send(msg);
         }
     }
 
     pub(super) fn send_to_workers(&self, msg: &ToChild) {
         for p in self.procs.values() {
             if p.handle.kind != ChildKind::Library {
-                p.handle.send(msg.clone());
+                let _ = p.handle.send(msg.clone());
             }
         }
     }

@@ -82,7 +82,11 @@ impl Master {
                         describe_kill(status, killed)
                     );
                 }
-                Some(ChildEvent::Message { .. }) => {}
+                Some(
+                    ChildEvent::Message { .. }
+                    | ChildEvent::Broken { .. }
+                    | ChildEvent::Drained { .. },
+                ) => {}
                 None => return None,
             }
         }

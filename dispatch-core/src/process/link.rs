@@ -120,14 +120,25 @@ impl MasterLink {
                 })
             }
         };
+        // The published values follow the init message, one message each.
+        let mut published = Vec::with_capacity(init.published.min(1024) as usize);
+        for _ in 0..init.published {
+            match control.recv::<ToChild>().await? {
+                Some(ToChild::Deliver(value)) => published.push(value),
+                other => {
+                    return Err(ClusterError::Protocol {
+                        message: format!(
+                            "expected a published value after the init message, got {other:?}"
+                        ),
+                    })
+                }
+            }
+        }
         let (sender, receiver) = control.split();
-        let outbox = ControlWriter::spawn(sender);
+        let outbox = ControlWriter::spawn(sender, init.settings.outbox_bytes);
         // Installed before any application code, which may send from its setup already.
         let messenger = Messenger::install(outbox.clone());
-        messenger.preload(
-            std::mem::take(&mut init.members),
-            std::mem::take(&mut init.published),
-        );
+        messenger.preload(std::mem::take(&mut init.members), published);
         let (stop_tx, stop) = watch::channel(None);
         let (ready_tx, cluster_ready) = watch::channel(false);
         let (gone_tx, gone) = watch::channel(false);
@@ -181,7 +192,8 @@ impl MasterLink {
 
     /// Tells the master this child could not start, and waits until that is written.
     pub(crate) async fn report_failure(&self, reason: String) {
-        self.outbox.send(ToMaster::Failed { reason });
+        // Only a closed socket refuses it, and then the master is gone anyway.
+        let _ = self.outbox.send(&ToMaster::Failed { reason });
         self.outbox.flush().await;
     }
 }
@@ -201,7 +213,10 @@ async fn heartbeat(outbox: ControlWriter, busy: Arc<Mutex<Option<BusyFn>>>, ever
             .map_or((0, Vec::new()), |f| f());
         methods.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         methods.truncate(MAX_BUSY_METHODS);
-        if !outbox.send(ToMaster::Alive { in_flight, methods }) {
+        if outbox
+            .send(&ToMaster::Alive { in_flight, methods })
+            .is_err()
+        {
             return;
         }
     }
@@ -244,12 +259,17 @@ async fn follow(
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .as_ref()
                     .map_or((0, 0, Vec::new()), |f| f());
-                outbox.send(ToMaster::Stats {
+                let sent = outbox.send(&ToMaster::Stats {
                     id,
                     calls,
                     in_flight,
                     methods,
                 });
+                // A closed socket means the master is gone; anything else is worth a line.
+                match sent {
+                    Ok(()) | Err(crate::wire::Refused::Closed) => {}
+                    Err(e) => tracing::warn!("cannot answer the master's stats request: {e:?}"),
+                }
             }
             Some(ToChild::Shutdown) => {
                 signals.stop.send_if_modified(|s| {
@@ -261,7 +281,11 @@ async fn follow(
                 });
             }
             Some(
-                ToChild::Init(_) | ToChild::Deliver(_) | ToChild::Sent { .. } | ToChild::Members(_),
+                ToChild::Init(_)
+                | ToChild::Deliver(_)
+                | ToChild::Sent { .. }
+                | ToChild::Members(_)
+                | ToChild::Behind { .. },
             ) => {}
         }
     };

@@ -37,7 +37,7 @@ where
             let e = e.into();
             tracing::error!("worker failed: {e}");
             // The master quotes it if this worker cannot stay up.
-            outbox.send(ToMaster::Failed {
+            let _ = outbox.send(&ToMaster::Failed {
                 reason: format!("worker failed: {e}"),
             });
             outbox.flush().await;
