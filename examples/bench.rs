@@ -59,7 +59,7 @@ mod measure;
 mod report;
 
 /// The one service of the benchmark cluster.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Demo {
     arrivals: AtomicU64,
 }

@@ -6,6 +6,7 @@ use dispatch::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A stateless service.
+#[derive(Debug)]
 pub struct Demo;
 
 impl Demo {
@@ -28,7 +29,7 @@ impl Demo {
 }
 
 /// One counter for the whole host: every worker increments the same instance.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counter {
     value: AtomicU64,
     reported: AtomicU64,

@@ -11,7 +11,7 @@ use dispatch::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A counter shared by every worker.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 #[library_service]
@@ -23,7 +23,7 @@ impl Counter {
 }
 
 /// The name service.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Demo;
 
 #[library_service]

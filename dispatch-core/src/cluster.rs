@@ -117,6 +117,26 @@ impl Cluster {
         self
     }
 
+    /// The liveness watchdog (gunicorn's `timeout`, systemd's `WatchdogSec`): every child's
+    /// runtime sends the master a heartbeat over its control socket (every tenth of the
+    /// timeout, at most every second); a ready process silent for `timeout` (a deadlock, a
+    /// blocking call on its runtime, `SIGSTOP`) is shown `unresponsive`, logged with the calls
+    /// it had in flight, killed and restarted. Work on the blocking pool (`#[blocking]`
+    /// methods, `spawn_blocking`) does not stop the heartbeat. `None` turns the watchdog off.
+    /// Default 10 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let cluster = dispatch::Cluster::new().liveness_timeout(Duration::from_secs(30));
+    /// let without = dispatch::Cluster::new().liveness_timeout(None);
+    /// # let _ = (cluster, without);
+    /// ```
+    pub fn liveness_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.settings.liveness_timeout = timeout.into().filter(|t| !t.is_zero());
+        self
+    }
+
     /// Binds a TCP listener on `addr` (`"127.0.0.1:8080"`; port 0 picks a free one) in the
     /// master before any worker starts, and hands it to every worker:
     /// [`Worker::listener`]. The kernel spreads connections over the workers; restarts and
@@ -138,6 +158,44 @@ impl Cluster {
     /// restarting) before it drops the oldest, with a warning. Default 10 000.
     pub fn message_queue_limit(mut self, messages: usize) -> Self {
         self.settings.message_queue_limit = messages.max(1);
+        self
+    }
+
+    /// How many bytes of messages the master holds for one child: its outgoing control queue
+    /// while it runs, its mailbox while it starts or restarts. Default 64 MiB.
+    ///
+    /// A message for a running child whose queue is full is not queued: senders see
+    /// [`MessageError::ReceiverBehind`](crate::MessageError::ReceiverBehind) until it catches up,
+    /// and a child that leaves its queue full for [`child_queue_timeout`](Cluster::child_queue_timeout)
+    /// is hung: logged with what it held, killed and restarted. A full mailbox drops its oldest
+    /// message, counted and logged. At least 2 MiB (two of the largest control messages).
+    pub fn child_queue_bytes(mut self, bytes: usize) -> Self {
+        self.settings.child_queue_bytes = bytes.max(2 << 20);
+        self
+    }
+
+    /// How long a child may leave its full queue (see
+    /// [`child_queue_bytes`](Cluster::child_queue_bytes)) unread before the master treats it as
+    /// hung: logs what it held, kills it and restarts it. Default 10 s.
+    pub fn child_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.child_queue_timeout = timeout;
+        self
+    }
+
+    /// How many bytes of messages one process (the Library or a worker) may have queued for the
+    /// master; past this, its sends fail with
+    /// [`MessageError::Backlog`](crate::MessageError::Backlog) until the queue drains. Default
+    /// 16 MiB, at least 2 MiB.
+    pub fn outbox_bytes(mut self, bytes: usize) -> Self {
+        self.settings.outbox_bytes = bytes.max(2 << 20);
+        self
+    }
+
+    /// How many bytes of published values (the latest of each topic, replayed to processes
+    /// that start later) the master keeps over every topic. A publish that would exceed it is
+    /// refused with a logged error and the topic keeps its previous value. Default 16 MiB.
+    pub fn published_bytes(mut self, bytes: usize) -> Self {
+        self.settings.published_bytes = bytes;
         self
     }
 

@@ -73,6 +73,25 @@ pub enum ClusterError {
         /// The last crash, in words.
         last: String,
     },
+    /// A process could not stay up: it crashed soon after each start, more times in a row than
+    /// the restart policy allows ([`RestartPolicy::max_unstable_restarts`]), so the cluster
+    /// stopped instead of restarting it forever.
+    ///
+    /// [`RestartPolicy::max_unstable_restarts`]: crate::RestartPolicy::max_unstable_restarts
+    #[error(
+        "the {process} cannot stay up: {runs} runs in a row ended within {min_uptime:?} of their \
+         start; the last: {last}"
+    )]
+    CannotStayUp {
+        /// `library` or `worker 3`.
+        process: String,
+        /// Unstable runs in a row.
+        runs: u32,
+        /// The policy's `min_uptime`.
+        min_uptime: Duration,
+        /// How the last run ended, with the process's own error when it sent one.
+        last: String,
+    },
     /// The master was stopped by a signal before the cluster was ready.
     #[error("received {signal} while starting: start aborted")]
     Interrupted {

@@ -10,6 +10,17 @@
 //! [`RestartPolicy::max_backoff`] (PM2's scheme). Over all processes, more than
 //! [`RestartPolicy::crash_limit`] crashes within [`RestartPolicy::crash_window`] is a crash loop:
 //! the cluster stops (cfork's limit, OTP's intensity/period).
+//!
+//! A process that cannot stay up ends the cluster too (PM2's `min_uptime`/`max_restarts`): a
+//! run shorter than [`RestartPolicy::min_uptime`] is *unstable*; after
+//! [`RestartPolicy::max_unstable_restarts`] restarts that each ended unstable, the next unstable
+//! crash stops the cluster with the process's own last error. A run of at least `min_uptime`
+//! is restarted at once and starts its backoff over, so a Library that stays up between crashes
+//! is never out for longer than its restart takes.
+//!
+//! Liveness: every child's runtime sends the master a heartbeat (every tenth of
+//! `liveness_timeout`, at most every second); a ready child silent for `liveness_timeout` is
+//! unresponsive and is killed and restarted.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -49,11 +60,24 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     /// Where the master serves Prometheus metrics, if anywhere.
     pub(crate) metrics_addr: Option<String>,
+    /// How long a ready child may go without a heartbeat before it is killed as unresponsive;
+    /// `None`: no liveness watchdog.
+    pub(crate) liveness_timeout: Option<Duration>,
+    /// Bytes the master holds for one child: its outgoing control queue while it runs, its
+    /// mailbox while it starts or restarts.
+    pub(crate) child_queue_bytes: usize,
+    /// How long a child may leave its full queue unread before it is treated as hung.
+    pub(crate) child_queue_timeout: Duration,
+    /// Bytes of messages a child may have queued for the master before its sends fail.
+    pub(crate) outbox_bytes: usize,
+    /// Bytes of published (retained) values the master keeps, over every topic.
+    pub(crate) published_bytes: usize,
 }
 
 impl Default for Settings {
     /// One worker per core, 3 s call deadline, 30 s ready timeouts, 5 s grace period, 8 MiB
-    /// frames.
+    /// frames; 64 MiB held by the master per child (10 s before a child that leaves it full is
+    /// hung), 16 MiB per child's queue to the master, 16 MiB of published values.
     fn default() -> Self {
         Settings {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -72,6 +96,11 @@ impl Default for Settings {
             method_metrics: true,
             log_format: LogFormat::default(),
             metrics_addr: None,
+            liveness_timeout: Some(Duration::from_secs(10)),
+            child_queue_bytes: 64 << 20,
+            child_queue_timeout: Duration::from_secs(10),
+            outbox_bytes: 16 << 20,
+            published_bytes: 16 << 20,
         }
     }
 }
@@ -88,6 +117,16 @@ impl Settings {
                         .map(|n| n.to_string_lossy().into_owned())
                 })
                 .unwrap_or_else(|| "dispatch".into())
+        })
+    }
+
+    /// How often a child's runtime proves it is making progress: a tenth of the liveness
+    /// timeout, at most every second (at least every 10 ms); `None` with the watchdog off.
+    pub(crate) fn heartbeat_interval(&self) -> Option<Duration> {
+        self.liveness_timeout.map(|t| {
+            (t / 10)
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(10))
         })
     }
 }
@@ -114,13 +153,22 @@ pub struct RestartPolicy {
     pub backoff_factor: f64,
     /// The longest wait. Default 15 s.
     pub max_backoff: Duration,
-    /// A process that ran this long before crashing starts the backoff over. Default 30 s.
+    /// A process that ran this long before crashing starts the backoff over. Default 30 s;
+    /// [`min_uptime`](RestartPolicy::min_uptime) does the same when it is shorter (as by
+    /// default).
     pub reset_after: Duration,
     /// More crashes than this within `crash_window`, over all processes, stop the cluster.
     /// Default 60.
     pub crash_limit: u32,
     /// The window of `crash_limit`. Default 60 s.
     pub crash_window: Duration,
+    /// A run shorter than this, from start to crash, is *unstable*; a longer one is restarted
+    /// at once and starts the backoff over. Default 5 s.
+    pub min_uptime: Duration,
+    /// How many restarts in a row a process may get after unstable runs: its next unstable
+    /// crash stops the cluster with its last error. Default 10 (at the default backoff, an
+    /// always-crashing process ends the cluster within about a minute).
+    pub max_unstable_restarts: u32,
 }
 
 impl Default for RestartPolicy {
@@ -133,6 +181,8 @@ impl Default for RestartPolicy {
             reset_after: Duration::from_secs(30),
             crash_limit: 60,
             crash_window: Duration::from_secs(60),
+            min_uptime: Duration::from_secs(5),
+            max_unstable_restarts: 10,
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub struct ParseErr(String);
 
 /// A service with every kind of remote method.
+#[derive(Debug)]
 pub struct Counter {
     hits: AtomicU64,
 }

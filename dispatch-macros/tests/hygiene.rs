@@ -11,7 +11,7 @@ pub mod services {
     use ::dispatch::library_service;
 
     /// The service.
-    #[derive(::core::default::Default)]
+    #[derive(::core::fmt::Debug, ::core::default::Default)]
     pub struct Hygienic;
 
     #[library_service(close = stop)]

@@ -237,6 +237,7 @@ mod tests {
             rss_kib: Some(10_240),
             calls: answered.then_some(42),
             in_flight: answered.then_some(0),
+            last_failure: None,
         }
     }
 

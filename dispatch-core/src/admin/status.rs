@@ -29,8 +29,10 @@ pub struct ProcessStatus {
     pub worker_id: Option<u32>,
     /// Its pid.
     pub pid: u32,
-    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet) or `retiring`
-    /// (replaced by a reload, stopping).
+    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet), `retiring`
+    /// (replaced by a reload, stopping), `unresponsive` (silent past the liveness timeout:
+    /// being killed and restarted) or `broken` (it broke the control protocol or stopped
+    /// reading its messages: it is being killed, and its slot restarted).
     pub state: String,
     /// How often this slot's process was restarted after a crash.
     pub restarts: u32,
@@ -42,4 +44,8 @@ pub struct ProcessStatus {
     pub calls: Option<u64>,
     /// Calls running now (the Library) or waiting for a reply (a worker).
     pub in_flight: Option<u64>,
+    /// How the slot's last process that failed ended (`was killed by SIGKILL: broke the
+    /// control protocol: …`), if one did.
+    #[serde(default)]
+    pub last_failure: Option<String>,
 }

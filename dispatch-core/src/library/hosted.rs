@@ -19,6 +19,8 @@ struct Hosted {
     instance: Arc<dyn ErasedService>,
     /// `None` with metrics off.
     methods: Option<HashMap<&'static str, Method>>,
+    /// Calls running now, by method (kept with metrics off too: the heartbeat reports them).
+    running: HashMap<&'static str, AtomicU64>,
 }
 
 struct Method {
@@ -70,7 +72,19 @@ impl Services {
                             .map(|m| (m.name, Method::new(m)))
                             .collect()
                     });
-                    by_name.insert(reg.name, Hosted { instance, methods });
+                    let running = reg
+                        .methods
+                        .iter()
+                        .map(|m| (m.name, AtomicU64::new(0)))
+                        .collect();
+                    by_name.insert(
+                        reg.name,
+                        Hosted {
+                            instance,
+                            methods,
+                            running,
+                        },
+                    );
                 }
                 Err(message) => failures.push(format!(
                     "service `{}` ({}) failed to initialise: {message}",
@@ -109,6 +123,10 @@ impl Services {
         let started = Instant::now();
         // Counted down on drop: a call cut at its deadline is dropped, not finished.
         let _running = crate::metrics::InFlight::start(&self.in_flight);
+        let _method_running = hosted
+            .running
+            .get(method.as_str())
+            .map(crate::metrics::InFlight::start);
         let result = self.run(hosted, &service, &method, args.into_vec()).await;
         self.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = hosted.methods.as_ref().and_then(|m| m.get(method.as_str())) {
@@ -168,6 +186,19 @@ impl Services {
             self.calls.load(Ordering::Relaxed),
             self.in_flight.load(Ordering::Relaxed),
         )
+    }
+
+    /// Calls running now by `service.method`, for the methods with any.
+    pub(crate) fn in_flight_by_method(&self) -> Vec<(String, u64)> {
+        self.by_name
+            .iter()
+            .flat_map(|(service, hosted)| {
+                hosted.running.iter().filter_map(move |(method, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then(|| (format!("{service}.{method}"), n))
+                })
+            })
+            .collect()
     }
 
     /// The metrics of every method (empty with metrics off), sorted by service and method.

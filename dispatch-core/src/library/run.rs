@@ -39,7 +39,15 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
         )
         .await
     };
-    let services = match started.await {
+    let started = tokio::select! {
+        started = started => started,
+        cause = link.orders.stopped() => {
+            // Stopped during its init: nothing is serving yet, nothing to close.
+            tracing::info!("library stopping during its init: {}", cause.describe());
+            return Ok(());
+        }
+    };
+    let services = match started {
         Ok(s) => Arc::new(s),
         Err(reason) => {
             tracing::error!("{reason}");
@@ -63,7 +71,12 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
         let (calls, in_flight) = reporting.call_counts();
         (calls, in_flight, reporting.method_stats())
     }));
-    link.outbox.send(ToMaster::Ready { services: summary });
+    let busy = Arc::clone(&services);
+    link.report_busy_with(Box::new(move || {
+        (busy.call_counts().1, busy.in_flight_by_method())
+    }));
+    // Only a closed socket refuses it, and then the master is gone anyway.
+    let _ = link.outbox.send(&ToMaster::Ready { services: summary });
 
     let config = Arc::new(ServeConfig::new(link.init.token.clone(), settings.clone()));
     let why = tokio::select! {

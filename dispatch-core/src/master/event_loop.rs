@@ -2,14 +2,14 @@
 //! from a [`ClusterHandle`](super::ClusterHandle) or the admin socket, and timers) until the
 //! cluster stops.
 
-use super::child::ChildEvent;
+use super::child::{ChildEvent, KillReason};
 use super::command::Command;
+use super::guard::escape;
 use super::signals::MasterSignal;
 use super::state::{Flow, Master, Part, Timer};
 use crate::cluster_error::ClusterError;
 use crate::process::ChildKind;
 use crate::wire::ToMaster;
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -20,6 +20,11 @@ impl Master {
             "master starting a library and {} workers",
             self.config.workers
         );
+        if let Some(every) = self.config.heartbeat_interval() {
+            self.schedule(every, Timer::Liveness);
+        }
+        let period = self.queue_watch_period();
+        self.schedule(period, Timer::QueueWatch);
         let result = match self.spawn(ChildKind::Library, Part::Current) {
             Ok(_) => self.event_loop().await,
             Err(e) => Err(e),
@@ -65,13 +70,26 @@ impl Master {
                 kind,
                 pid,
                 msg: ToMaster::Failed { reason },
+                ..
             } => {
+                // The child's words: escaped, so that they cannot forge a log line.
+                let reason = escape(&reason);
                 tracing::error!(pid, "the {} could not start: {reason}", kind.label());
                 if let Some(p) = self.procs.get_mut(&pid) {
+                    if p.ready {
+                        tracing::error!(pid, "the {} failed: {reason}", kind.label());
+                    } else {
+                        tracing::error!(pid, "the {} could not start: {reason}", kind.label());
+                    }
                     p.failure = Some(reason);
                 }
                 Flow::Continue
             }
+            // Kept by the child's handle, never forwarded.
+            ChildEvent::Message {
+                msg: ToMaster::Alive { .. },
+                ..
+            } => Flow::Continue,
             ChildEvent::Message {
                 pid,
                 msg: ToMaster::Send(out),
@@ -94,7 +112,16 @@ impl Master {
                 self.on_stats(pid, id, calls, in_flight, methods);
                 Flow::Continue
             }
+            ChildEvent::Broken { kind, pid, reason } => {
+                self.on_broken(kind, pid, &reason);
+                Flow::Continue
+            }
+            ChildEvent::Drained { pid } => {
+                self.on_drained(pid);
+                Flow::Continue
+            }
             ChildEvent::Exited { pid, status, .. } => {
+                self.no_longer_behind(pid);
                 let flow = self.on_exit(pid, status);
                 self.announce_members();
                 flow
@@ -150,6 +177,10 @@ impl Master {
                     self.finish_status(id);
                     Flow::Continue
                 }
+                Timer::QueueWatch => {
+                    self.watch_queues();
+                    Flow::Continue
+                }
                 Timer::Restart(kind) => match self.spawn_restart(kind) {
                     Ok(_) => Flow::Continue,
                     Err(e) => Flow::Stop(Err(e)),
@@ -165,10 +196,11 @@ impl Master {
                             "the {} did not stop in time: killing it",
                             p.handle.kind.label()
                         );
-                        p.handle.signal(Signal::SIGKILL);
+                        self.kill(pid, KillReason::GracePeriod);
                     }
                     Flow::Continue
                 }
+                Timer::Liveness => self.check_liveness(),
             };
             if let Flow::Stop(_) = flow {
                 return flow;

@@ -2,13 +2,13 @@
 //! the Library, the cluster after every worker), exited (finished, crashed and restarted after
 //! its backoff, or the end of a crash loop).
 
-use super::child::describe;
+use super::backoff::Verdict;
+use super::child::{describe, describe_kill, KillReason};
 use super::state::{failed, ready_timeout, start_error, Flow, Master, Part, Reload, Timer};
 use crate::cluster_error::ClusterError;
 use crate::process::ChildKind;
 use crate::topic::events;
 use crate::wire::{Target, ToChild};
-use nix::sys::signal::Signal;
 use std::process::ExitStatus;
 use tokio::time::Instant;
 
@@ -83,7 +83,7 @@ impl Master {
     pub(super) fn cluster_ready(&mut self) {
         self.ready_at = Some(Instant::now());
         for p in self.procs.values() {
-            p.handle.send(ToChild::ClusterReady);
+            let _ = p.handle.send(ToChild::ClusterReady);
         }
         let workers = self.workers.len() as u32;
         self.emit(
@@ -120,7 +120,7 @@ impl Master {
         );
         p.missed_ready = true;
         p.failure = Some(format!("did not become ready within {timeout:?}"));
-        p.handle.signal(Signal::SIGKILL);
+        self.kill(pid, KillReason::ReadyDeadline);
     }
 
     pub(super) fn is_ready(&self, pid: u32) -> bool {
@@ -157,13 +157,13 @@ impl Master {
                     pid,
                     "the old {} stopped ({})",
                     kind.label(),
-                    describe(status)
+                    describe_kill(status, p.killed)
                 );
                 self.advance_reload();
                 Flow::Continue
             }
             Part::Replacement => {
-                let how = p.failure.unwrap_or_else(|| describe(status));
+                let how = p.failure.unwrap_or_else(|| describe_kill(status, p.killed));
                 tracing::error!(
                     pid,
                     "reload aborted: the new {} {how}; the old one keeps serving",
@@ -179,8 +179,21 @@ impl Master {
                 Flow::Continue
             }
             Part::Current => {
+                let running = self.ready_at.is_some();
                 let slot = self.slot_mut(kind);
                 slot.current = None;
+                if kind == ChildKind::Library && p.rebind && running {
+                    tracing::info!(
+                        pid,
+                        "the {} stopped ({}) to be started again",
+                        kind.label(),
+                        describe_kill(status, p.killed)
+                    );
+                    return match self.spawn_restart(kind) {
+                        Ok(_) => Flow::Continue,
+                        Err(e) => Flow::Stop(Err(e)),
+                    };
+                }
                 if matches!(kind, ChildKind::Worker(_)) && status.success() && p.ready {
                     slot.finished = true;
                     tracing::info!(pid, "{} finished", kind.label());
@@ -191,13 +204,15 @@ impl Master {
                     }
                     return Flow::Continue;
                 }
-                let how = describe(status);
+                let how = describe_kill(status, p.killed);
                 let how = match (&p.failure, p.ready) {
-                    (Some(reason), _) => format!("{how}: {reason}"),
+                    (Some(reason), false) => format!("{how} before it was ready: {reason}"),
+                    (Some(reason), true) => format!("{how}: {reason}"),
                     (None, false) => format!("{how} before it was ready"),
                     (None, true) => how,
                 };
                 tracing::error!(pid, "the {} {how}", kind.label());
+                self.slot_mut(kind).last_failure = Some(how.clone());
                 if self.ready_at.is_none() {
                     return Flow::Stop(Err(start_error(&self.config, kind, pid, &p, how)));
                 }
@@ -239,10 +254,21 @@ impl Master {
                 return Flow::Continue;
             }
         }
-        let wait = self
+        let wait = match self
             .slot_mut(kind)
             .crashes
-            .record(&policy, started.elapsed());
+            .record(&policy, started.elapsed())
+        {
+            Verdict::Restart(wait) => wait,
+            Verdict::GiveUp { unstable_runs } => {
+                return Flow::Stop(Err(ClusterError::CannotStayUp {
+                    process: kind.label(),
+                    runs: unstable_runs,
+                    min_uptime: policy.min_uptime,
+                    last: format!("pid {pid} {how}"),
+                }))
+            }
+        };
         tracing::info!("restarting the {} in {wait:?}", kind.label());
         self.schedule(wait, Timer::Restart(kind));
         Flow::Continue

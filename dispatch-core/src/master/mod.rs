@@ -9,7 +9,9 @@
 //! - `state`: what the master knows; `event_loop`: what it reacts to.
 //! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
-//! - `child`: the handle on one child process; `signals`; `backoff`: crash memory.
+//! - `child`: the handle on one child process (its queues bounded in bytes); `guard`: a child
+//!   that writes garbage or does not read is killed; `liveness`: the watchdog (heartbeats,
+//!   the runtime dir and the Library's socket); `signals`; `backoff`: crash memory.
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in;
 //!   `prometheus`: the metrics endpoint.
 
@@ -18,7 +20,9 @@ mod backoff;
 mod child;
 mod command;
 mod event_loop;
+mod guard;
 mod lifecycle;
+mod liveness;
 mod prometheus;
 mod reload;
 mod routing;
@@ -49,16 +53,16 @@ pub(crate) async fn run(
     if let Some(addr) = &settings.metrics_addr {
         prometheus::start(addr, admin.clone())?;
     }
-    admin_socket::start(dir.path(), &settings.name(), admin)?;
+    admin_socket::start(dir.path(), &settings.name(), admin.clone())?;
     let listeners = SharedListeners::bind(&settings.listen)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
         settings: settings.clone(),
-        published: Vec::new(),
+        published: 0,
         members: Members::default(),
     };
-    let mut master = Master::new(settings, init, dir, listeners, commands)?;
+    let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;
     let result = master.supervise().await;
     match &result {
         Ok(()) => tracing::info!("cluster stopped"),

@@ -74,7 +74,7 @@ impl Master {
         };
         if let Some(p) = self.procs.get_mut(&old) {
             p.part = Part::Retiring;
-            p.handle.send(ToChild::Shutdown);
+            let _ = p.handle.send(ToChild::Shutdown);
         }
         tracing::info!("worker {id}: pid {new} took over, stopping pid {old}");
         self.schedule(self.config.grace_period, Timer::Kill(old));

@@ -2,7 +2,7 @@
 //! a reload in progress, and the channels it listens on. One task owns it.
 
 use super::backoff::{CrashWindow, SlotCrashes};
-use super::child::{ChildEvent, ChildHandle};
+use super::child::{ChildEvent, ChildHandle, KillReason};
 use super::command::Command;
 use super::routing::Mailboxes;
 use super::signals::MasterSignals;
@@ -40,6 +40,16 @@ pub(super) struct Proc {
     pub(super) failure: Option<String>,
     /// Killed for missing its ready deadline.
     pub(super) missed_ready: bool,
+    /// Why the master killed it, if it did (its exit is then logged as the master's doing).
+    pub(super) killed: Option<KillReason>,
+    /// Silent past the liveness timeout (and being killed).
+    pub(super) unresponsive: bool,
+    /// Asked to stop so that it starts again (the Library, to bind its removed socket).
+    pub(super) rebind: bool,
+    /// Killed for writing garbage on its control socket, or for leaving its queue full.
+    pub(super) broken: bool,
+    /// Since when its outgoing queue has been full (see `watch_queues`).
+    pub(super) full_since: Option<Instant>,
 }
 
 /// A place in the cluster: the Library, or worker `i`.
@@ -51,6 +61,8 @@ pub(super) struct Slot {
     pub(super) finished: bool,
     /// How often its process was restarted after a crash.
     pub(super) restarts: u32,
+    /// How its last process that failed ended, for `dispatchctl status`.
+    pub(super) last_failure: Option<String>,
 }
 
 /// Something the master does at a set time.
@@ -64,6 +76,10 @@ pub(super) enum Timer {
     Kill(u32),
     /// Answer status request `id` with what has arrived.
     StatusDeadline(u64),
+    /// Check every child's heartbeat (and the runtime dir); comes back every heartbeat interval.
+    Liveness,
+    /// Look for children whose queues stayed full too long (see `watch_queues`).
+    QueueWatch,
 }
 
 /// A rolling reload in progress.
@@ -103,6 +119,8 @@ pub(super) struct Master {
     pub(super) events: mpsc::UnboundedReceiver<ChildEvent>,
     pub(super) signals: MasterSignals,
     pub(super) commands: Option<mpsc::UnboundedReceiver<Command>>,
+    /// Where the admin socket sends its requests (to bind it again in a recreated runtime dir).
+    pub(super) admin: mpsc::UnboundedSender<Command>,
 }
 
 impl Master {
@@ -112,10 +130,11 @@ impl Master {
         dir: RuntimeDir,
         listeners: SharedListeners,
         commands: Option<mpsc::UnboundedReceiver<Command>>,
+        admin: mpsc::UnboundedSender<Command>,
     ) -> Result<Self, ClusterError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let workers = (0..config.workers).map(|_| Slot::default()).collect();
-        let mail = Mailboxes::new(config.message_queue_limit);
+        let mail = Mailboxes::new(config.message_queue_limit, config.child_queue_bytes);
         Ok(Master {
             config,
             init,
@@ -137,19 +156,30 @@ impl Master {
             events,
             signals: MasterSignals::install()?,
             commands,
+            admin,
         })
     }
 
     pub(super) fn spawn(&mut self, kind: ChildKind, part: Part) -> Result<u32, ClusterError> {
+        // A child started into a missing runtime dir could never work (the Library cannot
+        // bind its socket, a worker cannot reach it).
+        self.ensure_runtime_dir()?;
         let listeners = self.listeners.raw_fds();
         let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
-        let handle = ChildHandle::watch(kind, spawned, self.events_tx.clone());
+        let budget = self.config.child_queue_bytes;
+        let handle = ChildHandle::watch(kind, spawned, budget, self.events_tx.clone());
         let pid = handle.pid;
         tracing::info!(pid, "started the {}", kind.label());
         let mut init = self.init.clone();
-        init.published = self.published();
+        let published = self.published();
+        init.published = u32::try_from(published.len()).unwrap_or(u32::MAX);
         init.members = self.members();
-        handle.send(ToChild::Init(Box::new(init)));
+        // The published values follow the init message one by one: each fits a frame (it was
+        // accepted under the message limit), whatever their number and total.
+        let _ = handle.send(ToChild::Init(Box::new(init)));
+        for value in published.into_iter().take(u32::MAX as usize) {
+            let _ = handle.send(ToChild::Deliver(value));
+        }
         self.procs.insert(
             pid,
             Proc {
@@ -159,6 +189,11 @@ impl Master {
                 ready: false,
                 failure: None,
                 missed_ready: false,
+                killed: None,
+                unresponsive: false,
+                rebind: false,
+                broken: false,
+                full_since: None,
             },
         );
         if part == Part::Current {
@@ -186,16 +221,39 @@ impl Master {
         }
     }
 
+    /// Kills `pid` with SIGKILL, remembering that the master did it, and why.
+    pub(super) fn kill(&mut self, pid: u32, why: KillReason) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.killed.get_or_insert(why);
+            p.handle.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Recreates the runtime dir if it is gone (a temp cleaner), with the admin socket in it;
+    /// fails if something else now stands at its path.
+    pub(super) fn ensure_runtime_dir(&mut self) -> Result<(), ClusterError> {
+        if self.dir.ensure()? {
+            tracing::warn!(
+                runtime_dir = %self.dir.path().display(),
+                "the runtime dir was removed (by a temp cleaner?): created it again"
+            );
+            super::admin_socket::start(self.dir.path(), &self.config.name(), self.admin.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Queues a control message for `pid`. Control messages are always queued (a queue left
+    /// past its budget is watched by `watch_queues`).
     pub(super) fn send(&self, pid: u32, msg: ToChild) {
         if let Some(p) = self.procs.get(&pid) {
-            p.handle.send(msg);
+            let _ = p.handle.send(msg);
         }
     }
 
     pub(super) fn send_to_workers(&self, msg: &ToChild) {
         for p in self.procs.values() {
             if p.handle.kind != ChildKind::Library {
-                p.handle.send(msg.clone());
+                let _ = p.handle.send(msg.clone());
             }
         }
     }

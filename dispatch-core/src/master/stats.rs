@@ -32,13 +32,19 @@ impl Master {
             .procs
             .iter()
             .map(|(pid, p)| {
-                let (role, worker_id, restarts) = match p.handle.kind {
-                    ChildKind::Library => ("library", None, self.library.restarts),
-                    ChildKind::Worker(id) => {
-                        ("worker", Some(id), self.workers[id as usize].restarts)
-                    }
+                let (role, worker_id, slot) = match p.handle.kind {
+                    ChildKind::Library => ("library", None, &self.library),
+                    ChildKind::Worker(id) => ("worker", Some(id), &self.workers[id as usize]),
                 };
+                let unresponsive = p.unresponsive
+                    || (p.ready
+                        && self
+                            .config
+                            .liveness_timeout
+                            .is_some_and(|t| p.handle.silent_for() > t));
                 let state = match (p.part, p.ready) {
+                    _ if unresponsive => "unresponsive",
+                    _ if p.broken => "broken",
                     (Part::Retiring, _) => "retiring",
                     (Part::Replacement, _) => "replacing",
                     (Part::Current, true) => "ready",
@@ -49,11 +55,12 @@ impl Master {
                     worker_id,
                     pid: *pid,
                     state: state.to_owned(),
-                    restarts,
+                    restarts: slot.restarts,
                     uptime_ms: millis(p.started.elapsed()),
                     rss_kib: rss_kib(*pid),
                     calls: None,
                     in_flight: None,
+                    last_failure: slot.last_failure.clone(),
                 }
             })
             .collect();
@@ -88,7 +95,8 @@ impl Master {
         self.maybe_finish_status(id);
     }
 
-    /// A process's counters arrived.
+    /// A process's counters arrived. Only a process that was asked is heard, and only the
+    /// Library's per-method metrics are taken: a worker cannot fake them.
     pub(super) fn on_stats(
         &mut self,
         pid: u32,
@@ -97,15 +105,19 @@ impl Master {
         in_flight: u64,
         methods: Vec<MethodStats>,
     ) {
+        let from_library = self.library.current == Some(pid);
         let Some(pending) = self.statuses.get_mut(&id) else {
             return;
         };
-        pending.waiting.remove(&pid);
+        if !pending.waiting.remove(&pid) {
+            tracing::debug!(pid, id, "ignored stats that were not asked for");
+            return;
+        }
         if let Some(p) = pending.status.processes.iter_mut().find(|p| p.pid == pid) {
             p.calls = Some(calls);
             p.in_flight = Some(in_flight);
         }
-        if pending.methods && !methods.is_empty() {
+        if pending.methods && from_library && !methods.is_empty() {
             pending.status.methods = methods;
         }
         self.maybe_finish_status(id);

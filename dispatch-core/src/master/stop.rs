@@ -1,13 +1,12 @@
 //! Stopping: workers first (told to stop, killed after the grace period), then the Library
 //! (workers may call it while draining). A second stop signal kills at once.
 
-use super::child::{describe, ChildEvent};
+use super::child::{describe_kill, ChildEvent, KillReason};
 use super::event_loop::sleep_until;
 use super::signals::MasterSignal;
 use super::state::Master;
 use crate::process::ChildKind;
 use crate::wire::ToChild;
-use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 impl Master {
@@ -50,7 +49,7 @@ impl Master {
                     "the {} did not stop in time: killing it",
                     p.handle.kind.label()
                 );
-                p.handle.signal(Signal::SIGKILL);
+                self.kill(*pid, KillReason::GracePeriod);
             }
         }
         // SIGKILL cannot be ignored: the exits follow at once.
@@ -75,10 +74,19 @@ impl Master {
             };
             match event {
                 Some(ChildEvent::Exited { kind, pid, status }) => {
-                    self.procs.remove(&pid);
-                    tracing::info!(pid, "the {} stopped ({})", kind.label(), describe(status));
+                    let killed = self.procs.remove(&pid).and_then(|p| p.killed);
+                    tracing::info!(
+                        pid,
+                        "the {} stopped ({})",
+                        kind.label(),
+                        describe_kill(status, killed)
+                    );
                 }
-                Some(ChildEvent::Message { .. }) => {}
+                Some(
+                    ChildEvent::Message { .. }
+                    | ChildEvent::Broken { .. }
+                    | ChildEvent::Drained { .. },
+                ) => {}
                 None => return None,
             }
         }

@@ -5,13 +5,15 @@ use super::error::MessageError;
 use super::subscription::{Delivery, Received, Subscription};
 use super::UNCLAIMED_LIMIT;
 use crate::topic::{Members, Topic};
-use crate::wire::{ControlWriter, Incoming, Outgoing, Target, ToChild, ToMaster, MAX_MESSAGE};
+use crate::wire::{
+    ControlWriter, Incoming, Outgoing, Refused, Target, ToChild, ToMaster, BEHIND, MAX_MESSAGE,
+};
 use once_cell::sync::OnceCell;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,6 +38,10 @@ pub struct Messenger {
     acks: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
     topics: Mutex<HashMap<String, TopicState>>,
     members: watch::Sender<Members>,
+    /// The processes the master says are not keeping up (see [`ToChild::Behind`]).
+    behind: Mutex<Vec<u32>>,
+    /// Whether `behind` is not empty: the fast path of every send.
+    any_behind: AtomicBool,
 }
 
 impl Messenger {
@@ -66,6 +72,8 @@ impl Messenger {
             acks: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
             members: watch::channel(Members::default()).0,
+            behind: Mutex::new(Vec::new()),
+            any_behind: AtomicBool::new(false),
         })
     }
 
@@ -137,6 +145,10 @@ impl Messenger {
             Ok(Some(reason)) if reason.starts_with("no process") => {
                 Err(MessageError::UnknownPid { pid })
             }
+            Ok(Some(reason)) if reason.starts_with(BEHIND) => Err(MessageError::ReceiverBehind {
+                topic: topic.name().to_owned(),
+                pid,
+            }),
             Ok(Some(reason)) => Err(MessageError::Rejected { reason }),
             Err(_) => Err(MessageError::Closed),
         }
@@ -222,18 +234,69 @@ impl Messenger {
                 limit: MAX_MESSAGE,
             });
         }
-        let sent = self.outbox.send(ToMaster::Send(Outgoing {
+        if self.any_behind.load(Ordering::Relaxed) {
+            if let Some(pid) = self.behind_receiver(target) {
+                return Err(MessageError::ReceiverBehind {
+                    topic: topic.name().to_owned(),
+                    pid,
+                });
+            }
+        }
+        let sent = self.outbox.send(&ToMaster::Send(Outgoing {
             seq,
             target,
             topic: topic.name().to_owned(),
             payload: ByteBuf::from(payload),
             retain,
         }));
-        if sent {
-            Ok(())
-        } else {
-            Err(MessageError::Closed)
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Refused::Full { queued, budget }) => Err(MessageError::Backlog {
+                topic: topic.name().to_owned(),
+                queued,
+                budget,
+            }),
+            Err(Refused::TooLarge { size }) => Err(MessageError::TooLarge {
+                topic: topic.name().to_owned(),
+                size,
+                limit: MAX_MESSAGE,
+            }),
+            Err(Refused::Encode(message)) => Err(MessageError::Encode {
+                topic: topic.name().to_owned(),
+                message,
+            }),
+            Err(Refused::Closed) => Err(MessageError::Closed),
         }
+    }
+
+    /// A receiver of a message to `target` that the master says is behind, if any. A random
+    /// worker is behind only when every worker is (the master picks one that is not).
+    fn behind_receiver(&self, target: Target) -> Option<u32> {
+        let behind = lock(&self.behind);
+        let members = self.members.borrow();
+        let is_behind = |pid: &u32| behind.contains(pid);
+        match target {
+            Target::Pid(pid) => behind.contains(&pid).then_some(pid),
+            Target::Library => members.library.filter(is_behind),
+            Target::App => members.workers.iter().map(|(_, p)| *p).find(is_behind),
+            Target::Broadcast => members
+                .library
+                .filter(is_behind)
+                .or_else(|| members.workers.iter().map(|(_, p)| *p).find(is_behind)),
+            Target::Random => {
+                let all = !members.workers.is_empty()
+                    && members.workers.iter().all(|(_, p)| is_behind(p));
+                all.then(|| members.workers.first().map(|(_, p)| *p))
+                    .flatten()
+            }
+        }
+    }
+
+    /// The master's list of processes that are behind.
+    fn set_behind(&self, pids: Vec<u32>) {
+        let mut behind = lock(&self.behind);
+        self.any_behind.store(!pids.is_empty(), Ordering::Relaxed);
+        *behind = pids;
     }
 
     fn subscription<T: DeserializeOwned>(
@@ -284,6 +347,7 @@ impl Messenger {
             ToChild::Deliver(incoming) => self.deliver(incoming),
             ToChild::Sent { seq, error } => self.acknowledge(seq, error),
             ToChild::Members(members) => self.set_members(members),
+            ToChild::Behind { pids } => self.set_behind(pids),
             other => return Some(other),
         }
         None

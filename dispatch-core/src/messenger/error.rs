@@ -36,6 +36,34 @@ pub enum MessageError {
         /// The master's reason.
         reason: String,
     },
+    /// A receiver of the message is not keeping up: the master already holds its budget of
+    /// messages for it (`Cluster::child_queue_bytes`). Nothing was sent; try again later, or
+    /// send less. A receiver that stays behind is restarted by the master.
+    #[error(
+        "the message for topic `{topic}` was not sent: process {pid} is not keeping up with its \
+         messages (the master holds its budget of bytes for it); retry later or send less"
+    )]
+    ReceiverBehind {
+        /// The topic.
+        topic: String,
+        /// The pid of the receiver that is behind.
+        pid: u32,
+    },
+    /// This process has queued its budget of messages for the master
+    /// (`Cluster::outbox_bytes`) and the master has not read them yet. Nothing was sent;
+    /// retry later or send less.
+    #[error(
+        "the message for topic `{topic}` was not sent: {queued} bytes already wait to be read by \
+         the master (budget {budget}); retry later or send less"
+    )]
+    Backlog {
+        /// The topic.
+        topic: String,
+        /// Bytes queued.
+        queued: usize,
+        /// The budget.
+        budget: usize,
+    },
     /// The master is gone: the process is exiting.
     #[error("the master is gone")]
     Closed,

@@ -5,14 +5,23 @@
 //! The master's orders become state the role reads: [`Orders::stop`] (asked to stop, or the
 //! master is gone), [`Orders::cluster_ready`] and [`Orders::library_back`]. A stats request is
 //! answered from whatever the role registered with [`MasterLink::report_stats_with`].
+//!
+//! With the liveness watchdog on, a task on the child's runtime sends the master a heartbeat
+//! ([`ToMaster::Alive`]) at the interval the settings give, from the moment the link is joined,
+//! carrying what the role registered with [`MasterLink::report_busy_with`]. A runtime that is
+//! blocked (a deadlock, a blocking call on it, `SIGSTOP`) stops sending them; work on the
+//! blocking pool does not.
 
 use super::fds::inherited_control;
 use super::role::ChildEnv;
 use crate::cluster_error::ClusterError;
 use crate::messenger::Messenger;
 use crate::metrics::MethodStats;
-use crate::wire::{ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster};
+use crate::wire::{
+    ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster, MAX_BUSY_METHODS,
+};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Why a child stops.
@@ -40,6 +49,10 @@ impl StopCause {
 /// What a child reports when the master asks for its stats: calls served or made, calls in
 /// flight, and (from the Library) per-method metrics.
 pub(crate) type StatsFn = Box<dyn Fn() -> (u64, u64, Vec<MethodStats>) + Send + Sync>;
+
+/// What a child says it is doing in each heartbeat: calls in flight, and (from the Library)
+/// those by `service.method`. Cheap: called every heartbeat.
+pub(crate) type BusyFn = Box<dyn Fn() -> (u64, Vec<(String, u64)>) + Send + Sync>;
 
 /// The master's orders, as state.
 #[derive(Debug, Clone)]
@@ -81,6 +94,7 @@ pub(crate) struct MasterLink {
     /// The master's orders.
     pub(crate) orders: Orders,
     stats: Arc<Mutex<Option<StatsFn>>>,
+    busy: Arc<Mutex<Option<BusyFn>>>,
 }
 
 impl std::fmt::Debug for MasterLink {
@@ -106,19 +120,34 @@ impl MasterLink {
                 })
             }
         };
+        // The published values follow the init message, one message each.
+        let mut published = Vec::with_capacity(init.published.min(1024) as usize);
+        for _ in 0..init.published {
+            match control.recv::<ToChild>().await? {
+                Some(ToChild::Deliver(value)) => published.push(value),
+                other => {
+                    return Err(ClusterError::Protocol {
+                        message: format!(
+                            "expected a published value after the init message, got {other:?}"
+                        ),
+                    })
+                }
+            }
+        }
         let (sender, receiver) = control.split();
-        let outbox = ControlWriter::spawn(sender);
+        let outbox = ControlWriter::spawn(sender, init.settings.outbox_bytes);
         // Installed before any application code, which may send from its setup already.
         let messenger = Messenger::install(outbox.clone());
-        messenger.preload(
-            std::mem::take(&mut init.members),
-            std::mem::take(&mut init.published),
-        );
+        messenger.preload(std::mem::take(&mut init.members), published);
         let (stop_tx, stop) = watch::channel(None);
         let (ready_tx, cluster_ready) = watch::channel(false);
         let (gone_tx, gone) = watch::channel(false);
         let library_back = Arc::new(Notify::new());
         let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
+        let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
+        if let Some(every) = init.settings.heartbeat_interval() {
+            tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), every));
+        }
         tokio::spawn(follow(
             receiver,
             messenger,
@@ -141,7 +170,16 @@ impl MasterLink {
                 gone,
             },
             stats,
+            busy,
         })
+    }
+
+    /// Says what this child is doing in every heartbeat from now on (until then: nothing).
+    pub(crate) fn report_busy_with(&self, busy: BusyFn) {
+        *self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(busy);
     }
 
     /// Answers the master's stats requests with `stats` from now on (until then: zeros).
@@ -154,8 +192,33 @@ impl MasterLink {
 
     /// Tells the master this child could not start, and waits until that is written.
     pub(crate) async fn report_failure(&self, reason: String) {
-        self.outbox.send(ToMaster::Failed { reason });
+        // Only a closed socket refuses it, and then the master is gone anyway.
+        let _ = self.outbox.send(&ToMaster::Failed { reason });
         self.outbox.flush().await;
+    }
+}
+
+/// Sends a heartbeat every `every` for the process's whole life. It runs on the child's own
+/// runtime, so its silence is the runtime's: the master needs nothing else to see a hang.
+async fn heartbeat(outbox: ControlWriter, busy: Arc<Mutex<Option<BusyFn>>>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    // After a stall, one heartbeat, not a burst of the missed ones.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (in_flight, mut methods) = busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or((0, Vec::new()), |f| f());
+        methods.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        methods.truncate(MAX_BUSY_METHODS);
+        if outbox
+            .send(&ToMaster::Alive { in_flight, methods })
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -196,12 +259,17 @@ async fn follow(
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .as_ref()
                     .map_or((0, 0, Vec::new()), |f| f());
-                outbox.send(ToMaster::Stats {
+                let sent = outbox.send(&ToMaster::Stats {
                     id,
                     calls,
                     in_flight,
                     methods,
                 });
+                // A closed socket means the master is gone; anything else is worth a line.
+                match sent {
+                    Ok(()) | Err(crate::wire::Refused::Closed) => {}
+                    Err(e) => tracing::warn!("cannot answer the master's stats request: {e:?}"),
+                }
             }
             Some(ToChild::Shutdown) => {
                 signals.stop.send_if_modified(|s| {
@@ -213,7 +281,11 @@ async fn follow(
                 });
             }
             Some(
-                ToChild::Init(_) | ToChild::Deliver(_) | ToChild::Sent { .. } | ToChild::Members(_),
+                ToChild::Init(_)
+                | ToChild::Deliver(_)
+                | ToChild::Sent { .. }
+                | ToChild::Members(_)
+                | ToChild::Behind { .. },
             ) => {}
         }
     };

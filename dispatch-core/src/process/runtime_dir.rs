@@ -64,6 +64,53 @@ impl RuntimeDir {
         &self.path
     }
 
+    /// Makes sure the directory is still there: creates it again (0700) if it was removed (a
+    /// temp cleaner such as `systemd-tmpfiles` or `tmpreaper` removes what it thinks is old);
+    /// returns whether it did.
+    ///
+    /// # Errors
+    /// When something other than a private directory of this user now stands at its path
+    /// (replaced by another file or another user's directory), or it cannot be created again.
+    pub(crate) fn ensure(&self) -> Result<bool, ClusterError> {
+        match self.path.symlink_metadata() {
+            Ok(meta) => {
+                let uid = nix::unistd::getuid().as_raw();
+                if meta.is_dir() && meta.uid() == uid && meta.mode() & 0o777 == DIR_MODE {
+                    Ok(false)
+                } else {
+                    Err(ClusterError::io(
+                        format!(
+                            "the runtime dir {} was replaced by something that is not a private \
+                             directory of this user; stopping, as its sockets are no longer safe",
+                            self.path.display()
+                        ),
+                        io::Error::from(io::ErrorKind::PermissionDenied),
+                    ))
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(DIR_MODE)
+                    .create(&self.path)
+                    .map_err(|e| {
+                        ClusterError::io(
+                            format!(
+                                "the runtime dir {} was removed and cannot be created again",
+                                self.path.display()
+                            ),
+                            e,
+                        )
+                    })?;
+                self.make_private()?;
+                Ok(true)
+            }
+            Err(e) => Err(ClusterError::io(
+                format!("cannot check the runtime dir {}", self.path.display()),
+                e,
+            )),
+        }
+    }
+
     /// Sets the mode to exactly 0700 (`mkdir` applies the umask, which could leave less) and
     /// checks that the directory just created is a directory of ours.
     fn make_private(&self) -> Result<(), ClusterError> {
@@ -291,6 +338,21 @@ mod tests {
         let path = a.path().to_owned();
         drop(a);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_removed_dir_is_created_again_and_a_replaced_one_refused() {
+        let dir = RuntimeDir::create().expect("create");
+        assert!(!dir.ensure().expect("there"));
+        fs::remove_dir_all(dir.path()).expect("remove");
+        assert!(dir.ensure().expect("recreated"));
+        let meta = fs::symlink_metadata(dir.path()).expect("meta");
+        assert!(meta.is_dir());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        fs::remove_dir_all(dir.path()).expect("remove");
+        fs::write(dir.path(), b"not a dir").expect("file");
+        assert!(dir.ensure().is_err());
+        fs::remove_file(dir.path()).expect("remove");
     }
 
     #[test]

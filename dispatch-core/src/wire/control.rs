@@ -10,8 +10,14 @@ use std::path::PathBuf;
 
 /// The largest control message.
 pub(crate) const MAX_CONTROL_FRAME: usize = 1 << 20;
-/// The largest message payload: a control frame less room for the envelope.
+/// The largest message (payload and topic name): a control frame less room for the envelope.
+/// The envelope of a [`ToChild::Deliver`] or a [`ToMaster::Send`] is a few dozen bytes, so a
+/// message accepted under this limit is forwarded in one frame.
 pub(crate) const MAX_MESSAGE: usize = MAX_CONTROL_FRAME - 4096;
+
+/// The start of a [`ToChild::Sent`] error saying that the receiver (its pid follows) is not
+/// keeping up with its messages.
+pub(crate) const BEHIND: &str = "receiver behind: pid ";
 
 /// Master → child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +45,12 @@ pub(crate) enum ToChild {
     StatsRequest {
         /// Echoed in the answer.
         id: u64,
+    },
+    /// The processes whose queues in the master are full now (empty: none): a message for one
+    /// of them fails with `MessageError::ReceiverBehind` until it catches up.
+    Behind {
+        /// Their pids.
+        pids: Vec<u32>,
     },
 }
 
@@ -90,9 +102,11 @@ pub(crate) struct ChildInit {
     pub(crate) library_socket: PathBuf,
     /// The cluster's settings, as the master holds them.
     pub(crate) settings: Settings,
-    /// The latest value of every published topic, so the child has them before any of its
-    /// setup runs: a restarted Library resumes from them, a worker starts with them.
-    pub(crate) published: Vec<Incoming>,
+    /// How many published values follow this message, each in its own [`ToChild::Deliver`]
+    /// (so that no size of published values can make the init message exceed a frame). The
+    /// child reads them before any of its setup runs: a restarted Library resumes from them, a
+    /// worker starts with them.
+    pub(crate) published: u32,
     /// The cluster's live processes when the child was started: a restarted Library knows every
     /// worker before it serves its first call (egg#1743).
     pub(crate) members: Members,
@@ -125,4 +139,16 @@ pub(crate) enum ToMaster {
         /// The Library's per-method metrics; empty from workers.
         methods: Vec<MethodStats>,
     },
+    /// A heartbeat: the child's runtime is making progress (sent by a task on it), with what
+    /// it is doing, so that the master can say so if the heartbeats stop.
+    Alive {
+        /// Calls running now (the Library) or waiting for a reply (a worker).
+        in_flight: u64,
+        /// The Library's calls running now by `service.method` (at most
+        /// [`MAX_BUSY_METHODS`], busiest first); empty from workers.
+        methods: Vec<(String, u64)>,
+    },
 }
+
+/// The most methods a heartbeat lists: it stays a small frame.
+pub(crate) const MAX_BUSY_METHODS: usize = 16;

@@ -8,7 +8,9 @@ use crate::cluster_error::ClusterError;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
+#[cfg(test)]
+use serde::Serialize;
 use tokio::net::UnixStream;
 
 /// One end of a control socket.
@@ -49,9 +51,15 @@ pub(crate) struct ControlSender {
 }
 
 impl ControlSender {
-    /// Sends one message.
-    pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClusterError> {
-        send(&mut self.sink, msg).await
+    /// Buffers one already encoded message (at most [`MAX_CONTROL_FRAME`] bytes), writing out
+    /// what the buffer holds if it is full; [`flush`](ControlSender::flush) writes the rest.
+    pub(crate) async fn feed(&mut self, frame: Bytes) -> std::io::Result<()> {
+        self.sink.feed(frame).await
+    }
+
+    /// Writes out everything buffered.
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush().await
     }
 }
 
@@ -66,8 +74,15 @@ impl ControlReceiver {
     pub(crate) async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClusterError> {
         recv(&mut self.stream).await
     }
+
+    /// The next frame, undecoded, or `None` at end-of-file. A length prefix over
+    /// [`MAX_CONTROL_FRAME`] is an error of kind `InvalidData`, returned as soon as it is read.
+    pub(crate) async fn recv_frame(&mut self) -> std::io::Result<Option<bytes::BytesMut>> {
+        self.stream.next().await.transpose()
+    }
 }
 
+#[cfg(test)]
 async fn send<S, T>(sink: &mut S, msg: &T) -> Result<(), ClusterError>
 where
     S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,

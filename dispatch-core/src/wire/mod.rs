@@ -16,9 +16,12 @@ pub(crate) mod framing;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use control::{ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, MAX_MESSAGE};
-pub(crate) use control_channel::{ControlChannel, ControlReceiver};
-pub(crate) use control_writer::ControlWriter;
+pub(crate) use control::{
+    ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, BEHIND, MAX_BUSY_METHODS,
+    MAX_CONTROL_FRAME, MAX_MESSAGE,
+};
+pub(crate) use control_channel::{ControlChannel, ControlReceiver, ControlSender};
+pub(crate) use control_writer::{ControlWriter, Refused};
 #[cfg(test)]
 pub(crate) use data::MAX_HELLO_FRAME;
 pub(crate) use data::{

@@ -195,7 +195,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         // build of this test, and `seeds_are_real_frames` says which seed to update.
         //
         // ToChild::Init(ChildInit { token, library_socket, settings (the cluster's `Settings`,
-        // as the master holds them), published: [Incoming { from, topic, payload, version }],
+        // as the master holds them), published: the number of Deliver messages that follow,
         // members: Members { library, workers } }).
         (
             Kind::ToChild,
@@ -204,7 +204,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
                 "0123456789abcdef0123456789abcdef",
                 "/run/user/1000/dispatch-42-0123456789ab/library.sock",
                 crate::settings::Settings::default(),
-                vec![(4242_u32, "config", Bytes(&[1, 2, 3]), 3_u64)],
+                1_u32,
                 (Some(100_u32), vec![(0_u32, 101_u32), (1, 102)]),
             )),
         ),
@@ -223,6 +223,8 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
             Kind::ToChild,
             enc(&(6_u32, Some(100_u32), vec![(0_u32, 101_u32), (1, 102)])),
         ),
+        // ToChild::Behind { pids }.
+        (Kind::ToChild, enc(&(8_u32, vec![101_u32]))),
         // ToMaster::Ready { services }.
         (
             Kind::ToMaster,

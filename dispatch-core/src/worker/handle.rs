@@ -31,7 +31,8 @@ pub(super) struct ReadySignal {
 impl ReadySignal {
     pub(super) fn send(&self) {
         if !self.sent.swap(true, Ordering::SeqCst) {
-            self.outbox.send(ToMaster::Ready {
+            // Only a closed socket refuses it, and then the master is gone anyway.
+            let _ = self.outbox.send(&ToMaster::Ready {
                 services: String::new(),
             });
             tracing::info!("worker ready");

@@ -6,6 +6,7 @@ use super::handle::{ReadySignal, Worker};
 use crate::cluster_error::ClusterError;
 use crate::process::link::Orders;
 use crate::process::{exit, listeners, ChildEnv, Hooks, MasterLink, StopCause};
+use crate::wire::ToMaster;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -18,12 +19,15 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let worker = match join(&env, hooks).await {
-        Ok(worker) => worker,
+        Ok(Some(worker)) => worker,
+        // Asked to stop before it was ready: nothing of the application ran yet.
+        Ok(None) => return 0,
         Err(e) => {
             tracing::error!("worker could not start: {e}");
             return exit::WORKER_START_FAILED;
         }
     };
+    let outbox = worker.ready.outbox.clone();
     match app(worker).await {
         Ok(()) => {
             tracing::debug!("worker finished");
@@ -32,14 +36,19 @@ where
         Err(e) => {
             let e = e.into();
             tracing::error!("worker failed: {e}");
+            // The master quotes it if this worker cannot stay up.
+            let _ = outbox.send(&ToMaster::Failed {
+                reason: format!("worker failed: {e}"),
+            });
+            outbox.flush().await;
             exit::FAILED
         }
     }
 }
 
 /// Joins the master, takes the listeners, connects the Agent, runs the setup steps and
-/// reports ready (unless the application does).
-async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Worker, ClusterError> {
+/// reports ready (unless the application does). `None`: asked to stop meanwhile.
+async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Option<Worker>, ClusterError> {
     let link = MasterLink::join(env).await?;
     let listeners = listeners::inherited(env.listen_fds)?;
     let config = AgentConfig {
@@ -59,7 +68,14 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Worker, ClusterError> {
         }
         Ok::<_, ClusterError>(agent)
     };
-    let agent = match joined.await {
+    let joined = tokio::select! {
+        joined = joined => joined,
+        cause = link.orders.stopped() => {
+            tracing::info!("worker stopping during its setup: {}", cause.describe());
+            return Ok(None);
+        }
+    };
+    let agent = match joined {
         Ok(agent) => agent,
         Err(e) => {
             link.report_failure(e.to_string()).await;
@@ -70,6 +86,7 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Worker, ClusterError> {
         let (calls, in_flight) = agent.call_counts();
         (calls, in_flight, Vec::new())
     }));
+    link.report_busy_with(Box::new(move || (agent.call_counts().1, Vec::new())));
     tokio::spawn(follow_orders(link.orders.clone(), agent));
     let ready = Arc::new(ReadySignal {
         sent: AtomicBool::new(false),
@@ -78,14 +95,14 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Worker, ClusterError> {
     if !link.init.settings.explicit_ready {
         ready.send();
     }
-    Ok(Worker {
+    Ok(Some(Worker {
         id: env.worker_id,
         agent,
         stop: link.orders.stop.clone(),
         cluster_ready: link.orders.cluster_ready.clone(),
         listeners: Arc::new(listeners),
         ready,
-    })
+    }))
 }
 
 /// Acts on the master's orders for the worker's whole life: reconnects the Agent when the
