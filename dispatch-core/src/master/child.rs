@@ -26,6 +26,9 @@ pub(crate) enum ChildEvent {
     },
 }
 
+/// How long a child's exit waits for the messages it wrote before exiting to be read.
+const LAST_MESSAGES: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A running child.
 #[derive(Debug)]
 pub(crate) struct ChildHandle {
@@ -59,7 +62,7 @@ impl ChildHandle {
             }
         });
         let reader_events = events.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(msg)) = receiver.recv::<ToMaster>().await {
                 if reader_events
                     .send(ChildEvent::Message { kind, pid, msg })
@@ -89,6 +92,10 @@ impl ChildHandle {
                     ExitStatus::from_raw(0x7f00)
                 }
             };
+            // Everything the child wrote before it exited (its ready report, say) is reported
+            // before its exit: the reader ends at end-of-file, which the exit brings unless a
+            // process the child started holds the socket, hence the bound.
+            let _ = tokio::time::timeout(LAST_MESSAGES, reader).await;
             let _ = events.send(ChildEvent::Exited { kind, pid, status });
         });
         ChildHandle {
