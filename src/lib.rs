@@ -89,6 +89,9 @@ pub use serde_bytes::ByteBuf;
 #[doc(hidden)]
 pub use dispatch_core::__private;
 
+#[cfg(feature = "axum")]
+pub mod http;
+
 /// Everything an application needs: `use dispatch::prelude::*;`.
 pub mod prelude {
     pub use crate::{
