@@ -78,7 +78,7 @@
 pub use dispatch_core::{
     admin, events, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error, LogFormat,
     Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats, ProcessStatus,
-    Received, RestartPolicy, ServiceClient, ServiceManifest, Subscription, Topic, Worker,
+    Received, RestartPolicy, Runtime, ServiceClient, ServiceManifest, Subscription, Topic, Worker,
 };
 pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
@@ -88,6 +88,9 @@ pub use serde_bytes::ByteBuf;
 
 #[doc(hidden)]
 pub use dispatch_core::__private;
+
+#[cfg(feature = "axum")]
+pub mod http;
 
 /// Everything an application needs: `use dispatch::prelude::*;`.
 pub mod prelude {

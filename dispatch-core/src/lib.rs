@@ -93,6 +93,6 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
-pub use settings::{LogFormat, RestartPolicy};
+pub use settings::{LogFormat, RestartPolicy, Runtime};
 pub use topic::{events, Members, Topic};
 pub use worker::{Agent, ServiceClient, Worker};
