@@ -33,6 +33,9 @@
 //! steadier comparison than calls/s. Targets from the issue are checked, never asserted; the
 //! exit code is 1 only if a workload could not be measured (its row says why).
 //!
+//! `DISPATCH_BENCH_LIBRARY_THREADS=N` in the environment runs the Library on a multi-thread
+//! runtime of N threads (`Cluster::library_runtime`), where each call is its own task.
+//!
 //! Children log at `warn` unless `RUST_LOG` is set. Each child runs in its own process group,
 //! is bounded in time (60 s + 2 × S, then SIGTERM, then SIGKILL to its group) and dies with the
 //! driver.

@@ -3,7 +3,9 @@
 //! Run with `cargo run --example http -- --port 8080 --workers 2`, then
 //! `curl localhost:8080/` (the shared counter and the pid of the worker that answered) and
 //! `curl localhost:8080/name`. `kill -HUP <master pid>` reloads the workers one at a time
-//! without dropping a request; `kill <master pid>` (or Ctrl-C) stops gracefully.
+//! without dropping a request (`dispatch::http::serve` drains each old worker: it stops
+//! accepting, then serves every request its connections delivered or were about to);
+//! `kill <master pid>` (or Ctrl-C) stops gracefully. `tests/reload.rs` checks it under load.
 
 use anyhow::Result;
 use axum::{http::StatusCode, routing::get, Router};
@@ -58,8 +60,7 @@ fn main() -> Result<()> {
         .workers(workers)
         .listen(format!("127.0.0.1:{port}"))
         .run(|worker: Worker| async move {
-            let listener = worker.listener()?;
-            let addr = listener.local_addr()?;
+            let addr = worker.listener()?.local_addr()?;
             if worker.id() == 0 {
                 let w = worker.clone();
                 tokio::spawn(async move {
@@ -70,9 +71,10 @@ fn main() -> Result<()> {
             let app = Router::new()
                 .route("/", get(count))
                 .route("/name", get(name));
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { worker.shutdown().await })
-                .await?;
+            // Not `axum::serve(…).with_graceful_shutdown(…)`: on a reload it resets the
+            // connections accepted just before, losing their requests. `dispatch::http::serve`
+            // drains without losing one.
+            dispatch::http::serve(&worker, app).await?;
             Ok::<_, anyhow::Error>(())
         })?;
     Ok(())

@@ -78,8 +78,8 @@
 pub use dispatch_core::{
     admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
     LogFormat, Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats,
-    ProcessStatus, Received, RestartPolicy, Role, ServiceClient, ServiceManifest, Subscription,
-    Topic, Worker,
+    ProcessStatus, Received, RestartPolicy, Role, Runtime, ServiceClient, ServiceManifest,
+    Subscription, Topic, Worker,
 };
 pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
@@ -99,6 +99,9 @@ pub type ByteBuf = serde_bytes::ByteBuf;
 
 #[doc(hidden)]
 pub use dispatch_core::__private;
+
+#[cfg(feature = "axum")]
+pub mod http;
 
 /// Everything an application needs: `use dispatch::prelude::*;`.
 pub mod prelude {

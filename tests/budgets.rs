@@ -25,7 +25,7 @@ fn fixture() -> std::path::PathBuf {
 
 /// Starts the budgets fixture (through the support guard: own process group, killed on drop).
 fn start(args: &[&str]) -> Cluster {
-    Cluster::start_bin(&fixture(), args, &[])
+    Cluster::start_bin(fixture(), args, &[])
 }
 
 /// `(VmHWM, VmRSS)` of `pid` in bytes.
@@ -374,7 +374,7 @@ fn row13_the_mailbox_of_a_restarting_process_is_bounded_in_bytes() {
 /// worker logs its own error as it is, once: that line is its own business.)
 #[test]
 fn row13_a_childs_failure_reason_is_escaped_in_the_log() {
-    let run = Cluster::start_bin(&fixture(), &["forge-reason", "--workers", "1"], &[])
+    let run = Cluster::start_bin(fixture(), &["forge-reason", "--workers", "1"], &[])
         .wait(Duration::from_secs(30));
     assert!(!run.status.success());
     let forged: Vec<&str> = run

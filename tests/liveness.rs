@@ -102,13 +102,11 @@ fn a_hung_library_is_killed_and_restarted_within_the_liveness_timeout() {
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(30));
     run.assert_success();
-    // Detected no sooner than the timeout after the last heartbeat (sent up to one interval,
-    // 100 ms, before the SIGSTOP); restarted within timeout + 1 s on an idle machine, asserted
-    // with a busy machine's margin.
-    assert!(
-        detected >= timeout - Duration::from_millis(100),
-        "{detected:?}"
-    );
+    // Detected no sooner than the timeout after the last heartbeat, which was sent one
+    // interval (100 ms) before the SIGSTOP on an idle machine, several on a busy one (the
+    // heartbeat task waits for CPU too): half the timeout is the bound that holds on both.
+    // Restarted within timeout + 1 s on an idle machine, asserted with a busy machine's margin.
+    assert!(detected >= timeout / 2, "{detected:?}");
     assert!(restarted < Duration::from_secs(15), "{restarted:?}");
     let line = run
         .stderr
@@ -197,7 +195,8 @@ fn a_worker_blocked_by_a_handler_is_killed_and_restarted() {
 }
 
 /// Work on the blocking pool (`#[blocking]`) for three liveness timeouts is no hang: the
-/// Library keeps its heartbeat and is not killed.
+/// Library keeps its heartbeat and is not killed. (A 2 s timeout: on a machine busy enough,
+/// a 1 s one can be missed by a process that is merely starved of CPU.)
 #[test]
 fn blocking_pool_work_is_not_a_hang() {
     let run = {
@@ -207,9 +206,9 @@ fn blocking_pool_work_is_not_a_hang() {
                 "--workers",
                 "1",
                 "--liveness-ms",
-                "1000",
+                "2000",
                 "--block-ms",
-                "3000",
+                "6000",
             ],
             &[],
         );
@@ -219,7 +218,7 @@ fn blocking_pool_work_is_not_a_hang() {
     };
     run.assert_success();
     let line = run.lines("RESULT blocking")[0];
-    println!("measured: two 3 s #[blocking] calls with a 1 s liveness timeout: {line}");
+    println!("measured: two 6 s #[blocking] calls with a 2 s liveness timeout: {line}");
     assert_eq!(support::field(line, "ok"), Some("true"), "{}", run.stderr);
     assert_eq!(
         support::field(line, "same_library"),

@@ -147,3 +147,49 @@ fn the_cluster_handle_reloads_from_the_masters_own_code() {
     // Two original workers and two replacements drained: the old ones when replaced.
     assert_eq!(run.lines("RESULT drained").len(), 4, "{}", run.stdout);
 }
+
+/// `examples/http` (axum through `dispatch::http::serve`) under continuous load, reloaded
+/// again and again: not one request may be lost. Bounded at about a minute: as many reloads as
+/// fit, up to 40, and the count is printed.
+#[test]
+fn rolling_reloads_of_the_axum_example_under_load_lose_no_request() {
+    const RELOADS: usize = 40;
+    let port = support::free_port().to_string();
+    let cluster = support::Cluster::start_bin(
+        support::example("http"),
+        &["--port", &port, "--workers", "2"],
+        &[],
+    );
+    cluster.await_log("cluster ready", 1, Duration::from_secs(30));
+    let addr = format!("127.0.0.1:{port}");
+    let load = Load::start(&addr, 4);
+    let started = Instant::now();
+    let mut reloads = 0;
+    while reloads < RELOADS && started.elapsed() < Duration::from_secs(60) {
+        cluster.signal(Signal::SIGHUP);
+        reloads += 1;
+        cluster.await_log("rolling reload complete", reloads, Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let report = load.stop();
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(20));
+    run.assert_success();
+    let failed = report.failed();
+    println!(
+        "measured: {reloads} rolling reloads of examples/http in {:?} under load: {} requests, {} lost",
+        started.elapsed(),
+        report.outcomes.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests lost during the reloads: {:?}",
+        &failed[..failed.len().min(10)]
+    );
+    assert!(
+        reloads >= 10,
+        "only {reloads} reloads fit in the time bound"
+    );
+    assert!(report.ok() > reloads * 10, "too few requests served");
+}

@@ -7,7 +7,7 @@ use crate::config::ConfigSource;
 use crate::config::SharedConfig;
 use crate::master::{ClusterHandle, Command};
 use crate::process::{exit, logging, role, Hooks, Launch, Setup};
-use crate::settings::{LogFormat, RestartPolicy, Settings};
+use crate::settings::{LogFormat, RestartPolicy, Runtime, Settings};
 use crate::worker::Worker;
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt;
@@ -299,6 +299,32 @@ impl Cluster {
         self
     }
 
+    /// The Library's tokio runtime. Default [`Runtime::CurrentThread`]: the cheapest per call,
+    /// but a service method that blocks its thread (a plain `fn` not marked `#[blocking]`, a
+    /// busy loop in an `async fn`, building a huge reply) holds up every call of every worker
+    /// until it returns. With [`Runtime::MultiThread`] each call runs as its own task on one of
+    /// `threads` threads, so such a method holds up only its own thread (the README's
+    /// "Performance" section gives the cost per call). Either way a poll of a method that
+    /// runs over 100 ms is logged, naming the method.
+    ///
+    /// The runtime is built before the master's init message arrives, so the Library reads this
+    /// from its own `Cluster` builder: the same binary and the same `main` as the master's, so
+    /// the same value, as long as `main` does not choose it by role.
+    pub fn library_runtime(mut self, runtime: Runtime) -> Self {
+        self.settings.library_runtime = runtime;
+        self
+    }
+
+    /// Every worker's tokio runtime. Default [`Runtime::CurrentThread`], where
+    /// `tokio::task::block_in_place` panics ("can call blocking only when running on the
+    /// multi-threaded runtime") and a task that blocks holds up the whole worker; choose
+    /// [`Runtime::MultiThread`] for either. Read by each worker from its own builder, as
+    /// [`Cluster::library_runtime`] is. The master always runs a current-thread runtime.
+    pub fn worker_runtime(mut self, runtime: Runtime) -> Self {
+        self.settings.worker_runtime = runtime;
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle::new(self.commands.clone())
@@ -348,7 +374,12 @@ impl Cluster {
         };
         let span = logging::process_span(launch.name(), worker_id);
         let _entered = span.clone().entered();
-        let runtime = logging::runtime(&span)
+        let flavour = match &launch {
+            Launch::Master => Runtime::CurrentThread,
+            Launch::Library(_) => self.settings.library_runtime,
+            Launch::Worker(_) => self.settings.worker_runtime,
+        };
+        let runtime = logging::runtime(&span, flavour)
             .map_err(|e| ClusterError::io("cannot start the tokio runtime", e))?;
         let code = match launch {
             Launch::Master => {

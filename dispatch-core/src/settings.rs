@@ -72,6 +72,11 @@ pub(crate) struct Settings {
     pub(crate) outbox_bytes: usize,
     /// Bytes of published (retained) values the master keeps, over every topic.
     pub(crate) published_bytes: usize,
+    /// The Library's tokio runtime. Read by each process from its own builder: the runtime is
+    /// built before the init message arrives.
+    pub(crate) library_runtime: Runtime,
+    /// Every worker's tokio runtime (read as `library_runtime` is).
+    pub(crate) worker_runtime: Runtime,
 }
 
 impl Default for Settings {
@@ -101,6 +106,8 @@ impl Default for Settings {
             child_queue_timeout: Duration::from_secs(10),
             outbox_bytes: 16 << 20,
             published_bytes: 16 << 20,
+            library_runtime: Runtime::default(),
+            worker_runtime: Runtime::default(),
         }
     }
 }
@@ -139,6 +146,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers; span fields (role, worker_id, pid) included.
     Json,
+}
+
+/// The tokio runtime a process of the cluster runs on: [`Cluster::library_runtime`] and
+/// [`Cluster::worker_runtime`](crate::Cluster::worker_runtime).
+///
+/// [`Cluster::library_runtime`]: crate::Cluster::library_runtime
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Runtime {
+    /// One thread runs every task of the process (the default): the fastest for inter-process
+    /// calls, but a task that blocks its thread or spins holds up every other task of the
+    /// process, and `tokio::task::block_in_place` panics ("can call blocking only when running
+    /// on the multi-threaded runtime").
+    #[default]
+    CurrentThread,
+    /// `threads` worker threads (at least 1) that steal each other's tasks: a task blocking one
+    /// thread leaves the others running; `block_in_place` works. In the Library, each call then
+    /// runs as its own task.
+    MultiThread {
+        /// How many worker threads (tokio's `worker_threads`).
+        threads: usize,
+    },
 }
 
 /// How the master restarts crashed processes.

@@ -22,6 +22,15 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
     let mut cluster = Cluster::new()
         .workers(job.workers)
         .method_metrics(job.metrics);
+    // `DISPATCH_BENCH_LIBRARY_THREADS=N`: the Library on a multi-thread runtime of N threads
+    // (each call its own task). Every process of the run inherits it, so they agree.
+    if let Some(threads) = std::env::var("DISPATCH_BENCH_LIBRARY_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        cluster = cluster.library_runtime(dispatch::Runtime::MultiThread { threads });
+    }
     if let (Workload::Config, Some(url)) = (job.workload, &redis) {
         cluster = cluster.shared_config(crate::config::source(url));
     }

@@ -93,12 +93,17 @@ fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
 impl Cluster {
     /// Starts the fixture master with `args` and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        Cluster::start_bin(&fixture(), args, env)
+        Cluster::start_bin(fixture(), args, env)
     }
 
-    /// Starts `bin` (another fixture binary) as the master, with `args` and extra environment.
-    pub fn start_bin(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let mut cmd = Command::new(bin);
+    /// Starts `binary` (another fixture, or an example) as the master, with `args` and extra
+    /// environment.
+    pub fn start_bin(
+        binary: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cmd = Command::new(binary);
         cmd.args(args)
             .envs(env.iter().copied())
             .env(
@@ -346,4 +351,28 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The binary of example `name`, built by `cargo test` next to the test binaries.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples; with a filtered run, `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
+/// A TCP port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -127,29 +127,48 @@ impl Services {
             .running
             .get(method.as_str())
             .map(crate::metrics::InFlight::start);
-        let result = self.run(hosted, &service, &method, args.into_vec()).await;
+        let (result, ended) = self
+            .run(hosted, &service, &method, args.into_vec(), started)
+            .await;
         self.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = hosted.methods.as_ref().and_then(|m| m.get(method.as_str())) {
             let outcome = match &result {
                 Ok(reply) if m.fallible && reply.first() == Some(&1) => Outcome::ServiceError,
                 other => Outcome::of(other),
             };
-            m.metrics.record(outcome, started.elapsed());
+            m.metrics
+                .record(outcome, ended.saturating_duration_since(started));
         }
         result
     }
 
+    /// Runs the method, every poll timed (the first from `started`); returns its response and
+    /// when its last poll ended.
     async fn run(
         &self,
         hosted: &Hosted,
         service: &str,
         method: &str,
         args: Vec<u8>,
-    ) -> CallResponse {
+        started: Instant,
+    ) -> (CallResponse, Instant) {
         let instance = Arc::clone(&hosted.instance);
-        let outcome = AssertUnwindSafe(async { instance.call(method, args).await })
-            .catch_unwind()
-            .await;
+        let timed =
+            super::slow_poll::Timed::new(instance.call(method, args), service, method, started);
+        let (outcome, ended) = match AssertUnwindSafe(timed).catch_unwind().await {
+            Ok((outcome, ended)) => (Ok(outcome), ended),
+            Err(panic) => (Err(panic), Instant::now()),
+        };
+        (self.reply(service, method, outcome), ended)
+    }
+
+    /// The response for what the method returned, or the panic it raised.
+    fn reply(
+        &self,
+        service: &str,
+        method: &str,
+        outcome: std::thread::Result<Result<Vec<u8>, RemoteError>>,
+    ) -> CallResponse {
         let reply = match outcome {
             Ok(Ok(reply)) => reply,
             // A `#[blocking]` method's panic comes back without the method's name.

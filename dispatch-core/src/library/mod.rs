@@ -5,6 +5,7 @@
 //! - `hosted`: the live service instances and how a call reaches one.
 //! - `accept`, `gate`, `peer_log`: who may connect, how many, and the log of who was refused.
 //! - `connection`: one authenticated connection: handshake, then its calls.
+//! - `slow_poll`: naming the method whose poll held up the Library.
 
 mod accept;
 mod connection;
@@ -12,6 +13,7 @@ mod gate;
 mod hosted;
 mod peer_log;
 mod run;
+mod slow_poll;
 #[cfg(test)]
 mod tests;
 

@@ -86,6 +86,8 @@ pub(crate) struct QueueFull {
     /// Messages queued for the child.
     pub(crate) messages: usize,
 }
+/// How long a child's exit waits for the messages it wrote before exiting to be read.
+const LAST_MESSAGES: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A running child.
 #[derive(Debug)]
@@ -176,7 +178,7 @@ impl ChildHandle {
             methods: Vec::new(),
         }));
         let reader_heard = Arc::clone(&heard);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let read_ahead = Arc::new(Semaphore::new(READ_AHEAD));
             loop {
                 let frame = match receiver.recv_frame().await {
@@ -249,6 +251,10 @@ impl ChildHandle {
                     ExitStatus::from_raw(0x7f00)
                 }
             };
+            // Everything the child wrote before it exited (its ready report, say) is reported
+            // before its exit: the reader ends at end-of-file, which the exit brings unless a
+            // process the child started holds the socket, hence the bound.
+            let _ = tokio::time::timeout(LAST_MESSAGES, reader).await;
             let _ = events.send(ChildEvent::Exited { kind, pid, status });
         });
         ChildHandle {

@@ -2,7 +2,7 @@
 //! pid. `RUST_LOG` selects what is shown (default `info`, with tarpc's own logs off: every failure
 //! it logs reaches the caller as a typed error).
 
-use crate::settings::LogFormat;
+use crate::settings::{LogFormat, Runtime};
 use std::io::IsTerminal;
 use tracing::Span;
 
@@ -48,14 +48,23 @@ pub(crate) fn process_span(role: &'static str, worker_id: Option<u32>) -> Span {
     span
 }
 
-/// A tokio runtime whose threads (the one that runs `block_on` and every other it starts)
-/// log inside `span`.
-pub(crate) fn runtime(span: &Span) -> std::io::Result<tokio::runtime::Runtime> {
+/// A tokio runtime of the `flavour` asked for, whose threads (the one that runs `block_on` and
+/// every other it starts) log inside `span`.
+pub(crate) fn runtime(span: &Span, flavour: Runtime) -> std::io::Result<tokio::runtime::Runtime> {
     let for_threads = span.clone();
-    tokio::runtime::Builder::new_current_thread()
+    let mut builder = match flavour {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread { threads } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads.max(1));
+            b
+        }
+    };
+    builder
         .enable_all()
         .on_thread_start(move || {
-            // A thread of the blocking pool: stays in the process span for its whole life.
+            // A worker thread or a thread of the blocking pool: stays in the process span for
+            // its whole life.
             std::mem::forget(for_threads.clone().entered());
         })
         .build()

@@ -28,7 +28,7 @@ where
         }
     };
     let outbox = worker.ready.outbox.clone();
-    match app(worker).await {
+    let code = match app(worker).await {
         Ok(()) => {
             tracing::debug!("worker finished");
             0
@@ -37,14 +37,29 @@ where
             let e = e.into();
             tracing::error!("worker failed: {e}");
             // The master quotes it if this worker cannot stay up.
+            // Written by the bounded flush below.
             let _ = outbox.send(&ToMaster::Failed {
                 reason: format!("worker failed: {e}"),
             });
-            outbox.flush().await;
             exit::FAILED
         }
+    };
+    // What the worker queued for the master (its ready report above all, when the app returns
+    // at once) is written before the process exits, or the master would see an exit before
+    // ready. Bounded: a master that does not read is not waited for.
+    if tokio::time::timeout(FLUSH_AT_EXIT, outbox.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the master did not take this worker's last messages within {FLUSH_AT_EXIT:?}"
+        );
     }
+    code
 }
+
+/// How long an exiting worker waits for its messages to the master to be written.
+const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Joins the master, takes the listeners, connects the Agent, runs the setup steps and
 /// reports ready (unless the application does). `None`: asked to stop meanwhile.
