@@ -15,7 +15,7 @@ fn guards() -> std::path::PathBuf {
 
 #[test]
 fn run_inside_a_tokio_runtime_says_to_use_a_plain_main() {
-    let run = Cluster::start_bin(&guards(), &["tokio-main"], &[]).wait(LIMIT);
+    let run = Cluster::start_bin(guards(), &["tokio-main"], &[]).wait(LIMIT);
     assert!(!run.status.success(), "must fail: {run:?}");
     // `fn main() -> Result<(), ClusterError>` prints the Debug form: the message, once.
     let wanted = "Error: Cluster::run was called inside a tokio runtime: call it from a plain \
@@ -36,7 +36,7 @@ fn run_inside_a_tokio_runtime_says_to_use_a_plain_main() {
 
 #[test]
 fn a_second_run_in_one_process_is_an_error_not_a_cascade() {
-    let run = Cluster::start_bin(&guards(), &["twice"], &[]).wait(LIMIT);
+    let run = Cluster::start_bin(guards(), &["twice"], &[]).wait(LIMIT);
     assert!(!run.status.success(), "must fail: {run:?}");
     assert!(run.stdout.contains("first run returned"), "{}", run.stdout);
     assert!(
@@ -56,7 +56,7 @@ fn a_second_run_in_one_process_is_an_error_not_a_cascade() {
 
 #[test]
 fn a_service_that_is_not_linked_is_explained() {
-    let run = Cluster::start_bin(&guards(), &["unlinked"], &[]).wait(LIMIT);
+    let run = Cluster::start_bin(guards(), &["unlinked"], &[]).wait(LIMIT);
     run.assert_success();
     assert!(
         run.stderr.contains("the library hosts no services"),
@@ -72,7 +72,7 @@ fn a_service_that_is_not_linked_is_explained() {
 
 #[test]
 fn role_tells_each_process_what_it_is_before_run() {
-    let run = Cluster::start_bin(&guards(), &["role"], &[]).wait(LIMIT);
+    let run = Cluster::start_bin(guards(), &["role"], &[]).wait(LIMIT);
     run.assert_success();
     let before = run.lines("role before run:");
     assert_eq!(

@@ -79,7 +79,7 @@ fn promtool_check(body: &str) {
 #[test]
 fn the_endpoint_passes_promtool_and_counts_what_the_cluster_did() {
     const CALLS: u64 = 137;
-    let cluster = Cluster::start_bin(&fixture(), &["--calls", &CALLS.to_string()], &[]);
+    let cluster = Cluster::start_bin(fixture(), &["--calls", &CALLS.to_string()], &[]);
     let addr = metrics_addr(&cluster);
     cluster.await_stdout("RESULT calls_done", 1, LIMIT);
 
