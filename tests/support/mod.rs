@@ -93,7 +93,12 @@ fn collect(pipe: impl Read + Send + 'static, into: Shared) -> JoinHandle<()> {
 impl Cluster {
     /// Starts the fixture master with `args` and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let mut cmd = Command::new(fixture());
+        Self::start_bin(&fixture(), args, env)
+    }
+
+    /// Starts another fixture binary (`env!("CARGO_BIN_EXE_…")`) as master.
+    pub fn start_bin(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .envs(env.iter().copied())
             .env(
@@ -341,4 +346,14 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `VmHWM` (peak resident set) of process `pid`, in kB, from `/proc/<pid>/status`.
+pub fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

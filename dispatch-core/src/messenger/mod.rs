@@ -12,6 +12,7 @@ mod error;
 mod subscription;
 
 pub use endpoint::Messenger;
+pub(crate) use endpoint::RESERVED_REFUSAL;
 pub use error::MessageError;
 pub use subscription::{Received, Subscription};
 

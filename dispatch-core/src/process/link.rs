@@ -109,7 +109,7 @@ impl MasterLink {
         let (sender, receiver) = control.split();
         let outbox = ControlWriter::spawn(sender);
         // Installed before any application code, which may send from its setup already.
-        let messenger = Messenger::install(outbox.clone());
+        let messenger = Messenger::install(outbox.clone(), &init.settings.budgets);
         messenger.preload(
             std::mem::take(&mut init.members),
             std::mem::take(&mut init.published),

@@ -1,7 +1,7 @@
 //! The data plane's messages: what an Agent and the Library say to each other over the Library's
 //! Unix socket. Both sides frame with the same length-delimited codec and the same frame limit.
 
-use super::framing::{framed, Framing};
+use super::framing::{framed_stream, FrameBudget, FrameMeter, FrameStream, Framing};
 use crate::error::RemoteError;
 use bincode::Options;
 use bytes::{Bytes, BytesMut};
@@ -85,16 +85,22 @@ pub(crate) type CallResponse = Result<ByteBuf, RemoteError>;
 
 /// A framed Unix stream for the Library's side of a handshake: its frame limit is
 /// [`MAX_HELLO_FRAME`] until the peer has authenticated (then raise it with
-/// `codec_mut().set_max_frame_length`).
-pub(crate) fn handshake_framed(stream: UnixStream) -> Framing {
-    framed(stream, MAX_HELLO_FRAME)
+/// `codec_mut().set_max_frame_length`). Its partial frames, of at most `max_frame` bytes, count
+/// against `budget` for the connection's whole life.
+pub(crate) fn handshake_framed(
+    stream: UnixStream,
+    budget: &std::sync::Arc<FrameBudget>,
+    max_frame: usize,
+) -> Framing {
+    let meter = FrameMeter::new(std::sync::Arc::clone(budget), max_frame);
+    framed_stream(FrameStream::metered(stream, meter), MAX_HELLO_FRAME)
 }
 
 /// The tarpc transport over an already handshaken framed stream.
 pub(crate) fn transport<In, Out>(
     framed: Framing,
 ) -> tarpc::serde_transport::Transport<
-    UnixStream,
+    FrameStream,
     In,
     Out,
     tarpc::tokio_serde::formats::Bincode<In, Out>,
@@ -108,7 +114,7 @@ where
 
 /// What the Library reads and writes on an authenticated connection.
 pub(crate) type ServerTransport = tarpc::serde_transport::Transport<
-    UnixStream,
+    FrameStream,
     ClientMessage<CallRequest>,
     Response<CallResponse>,
     ServerCodec,

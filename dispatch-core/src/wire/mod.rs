@@ -25,4 +25,4 @@ pub(crate) use data::{
     handshake_framed, payload_limit, server_transport, transport, CallRequest, CallResponse, Hello,
     Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
-pub(crate) use framing::{framed, Framing};
+pub(crate) use framing::{framed, FrameBudget, Framing};
