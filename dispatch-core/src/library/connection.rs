@@ -39,7 +39,7 @@ pub(super) async fn connection(
     config: Arc<ServeConfig>,
     gate: &Gate,
 ) {
-    let mut framed = wire::handshake_framed(stream, &gate.frames, config.settings.max_frame);
+    let mut framed = wire::handshake_framed(stream, &gate.frames);
     let deadline = Instant::now() + config.settings.handshake_timeout;
     let outcome = tokio::select! {
         outcome = tokio::time::timeout_at(
@@ -83,9 +83,7 @@ pub(super) async fn handshake(
     };
     let hello: Hello = wire::codec::decode(&frame).map_err(Refusal::Undecodable)?;
     // From here on the frames are the welcome and, once accepted, calls.
-    framed
-        .codec_mut()
-        .set_max_frame_length(config.settings.max_frame);
+    wire::raise_frame_limit(framed, config.settings.max_frame);
     let accepted =
         check_hello(&hello, &config.token).and_then(|()| gate.admit(peer, hello.worker_id));
     let welcome = match &accepted {

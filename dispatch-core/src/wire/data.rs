@@ -85,15 +85,21 @@ pub(crate) type CallResponse = Result<ByteBuf, RemoteError>;
 
 /// A framed Unix stream for the Library's side of a handshake: its frame limit is
 /// [`MAX_HELLO_FRAME`] until the peer has authenticated (then raise it with
-/// `codec_mut().set_max_frame_length`). Its partial frames, of at most `max_frame` bytes, count
-/// against `budget` for the connection's whole life.
+/// [`raise_frame_limit`]). Its partial frames count against `budget` for the connection's whole
+/// life.
 pub(crate) fn handshake_framed(
     stream: UnixStream,
     budget: &std::sync::Arc<FrameBudget>,
-    max_frame: usize,
 ) -> Framing {
-    let meter = FrameMeter::new(std::sync::Arc::clone(budget), max_frame);
+    let meter = FrameMeter::new(std::sync::Arc::clone(budget), MAX_HELLO_FRAME);
     framed_stream(FrameStream::metered(stream, meter), MAX_HELLO_FRAME)
+}
+
+/// Raises the frame limit of an authenticated connection to `max_frame`: the codec's, and the
+/// meter's, so it counts what the codec will now buffer.
+pub(crate) fn raise_frame_limit(framed: &mut Framing, max_frame: usize) {
+    framed.codec_mut().set_max_frame_length(max_frame);
+    framed.get_mut().set_max_frame(max_frame);
 }
 
 /// The tarpc transport over an already handshaken framed stream.

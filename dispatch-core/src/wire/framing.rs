@@ -96,8 +96,12 @@ pub(crate) struct FrameMeter {
     header_len: usize,
     /// Bytes of the current frame's body still to come (0: a header is being read).
     body_left: usize,
+    /// The current frame's length.
+    len: usize,
     /// Bytes taken from the budget for the current frame.
     held: usize,
+    /// Why the next read fails: the budget was spent when the limit was raised mid-frame.
+    failed: Option<String>,
 }
 
 impl FrameMeter {
@@ -109,13 +113,45 @@ impl FrameMeter {
             header: [0; 4],
             header_len: 0,
             body_left: 0,
+            len: 0,
             held: 0,
+            failed: None,
         }
+    }
+
+    /// Follows the codec's new frame limit (raised after the handshake). A frame already
+    /// under way that the old limit left uncounted, and that the new one allows, is counted
+    /// now.
+    pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+        if self.body_left > 0 && self.held == 0 && self.len <= max_frame {
+            if let Err(e) = self.take(self.len) {
+                self.failed = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Takes a partial frame of `len` bytes (and its prefix) from the budget.
+    fn take(&mut self, len: usize) -> io::Result<()> {
+        let want = len + 4;
+        if let Err(held) = self.budget.try_take(want) {
+            return Err(io::Error::other(format!(
+                "the library's budget for partial frames is spent: {held} of {} bytes are held \
+                 by frames not yet complete on all connections, and this frame declares {len} \
+                 more (raise Cluster::partial_frame_bytes if workers send large calls at once)",
+                self.budget.limit
+            )));
+        }
+        self.held = want;
+        Ok(())
     }
 
     /// Follows `bytes`, just read. An error when a frame's length would take the budget past
     /// its limit.
     fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if let Some(why) = self.failed.take() {
+            return Err(io::Error::other(why));
+        }
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let k = self.body_left.min(bytes.len());
@@ -136,20 +172,11 @@ impl FrameMeter {
             self.header_len = 0;
             let len = u32::from_be_bytes(self.header) as usize;
             self.body_left = len;
+            self.len = len;
             // A frame whose bytes are all here is not partial; one over the limit is refused
             // by the codec before it is buffered.
             if len > bytes.len() && len <= self.max_frame {
-                let want = len + 4;
-                if let Err(held) = self.budget.try_take(want) {
-                    return Err(io::Error::other(format!(
-                        "the library's budget for partial frames is spent: {held} of {} bytes \
-                         are held by frames not yet complete on all connections, and this \
-                         frame declares {len} more (raise Cluster::partial_frame_bytes if \
-                         workers send large calls at once)",
-                        self.budget.limit
-                    )));
-                }
-                self.held = want;
+                self.take(len)?;
             }
         }
         Ok(())
@@ -186,6 +213,13 @@ impl FrameStream {
         FrameStream {
             inner,
             meter: Some(meter),
+        }
+    }
+
+    /// Follows the codec's new frame limit (see [`FrameMeter::set_max_frame`]).
+    pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
+        if let Some(meter) = &mut self.meter {
+            meter.set_max_frame(max_frame);
         }
     }
 
@@ -281,9 +315,18 @@ mod tests {
         drop(other);
         assert_eq!(budget.held(), 0, "a closed connection gives its bytes back");
         assert_eq!(budget.high_water(), 64);
-        // Over the frame limit: the codec refuses it, the meter does not count it.
+        // Over the frame limit: the codec refuses it, the meter does not count it...
         let mut meter = FrameMeter::new(Arc::clone(&budget), 10);
-        meter.observe(&frame(500)[..8]).expect("left to the codec");
+        meter.observe(&frame(50)[..8]).expect("left to the codec");
         assert_eq!(budget.held(), 0);
+        // ...unless the limit is raised while it is under way (a call pipelined behind the
+        // hello): then it counts, and past the budget the next read fails.
+        meter.set_max_frame(1000);
+        assert_eq!(budget.held(), 54);
+        let mut other = FrameMeter::new(Arc::clone(&budget), 10);
+        other.observe(&frame(60)[..8]).expect("left to the codec");
+        other.set_max_frame(1000);
+        assert_eq!(budget.held(), 54);
+        assert!(other.observe(&[7]).is_err(), "over the budget");
     }
 }
