@@ -359,8 +359,8 @@ impl Messenger {
         }
     }
 
-    /// Every message of `topic` from now on (and those that arrived before anyone subscribed),
-    /// decoded. A message that does not decode as `T` is logged and skipped.
+    /// Every message of `topic` from now on (and those that arrived before anyone subscribed,
+    /// as far as the unclaimed budgets kept them), decoded. A message that does not decode as `T` is logged and skipped.
     pub fn on<T: DeserializeOwned>(&self, topic: &Topic<T>) -> Subscription<T> {
         self.subscription(topic, false)
     }
@@ -570,4 +570,65 @@ pub(crate) const RESERVED_REFUSAL: &str = "reserved topic: ";
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks leaves consistent data (single map operations).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(len: usize) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            from: 1,
+            version: 0,
+            payload: ByteBuf::from(vec![0; len]),
+        })
+    }
+
+    fn hold(topics: &mut Topics, topic: &str, len: usize) {
+        topics.map.entry(topic.to_owned()).or_default();
+        topics.hold(topic, delivery(len));
+    }
+
+    /// Issue 12, row 5, in one process: per topic and in total in bytes, and the number of
+    /// topics; the oldest of a topic make room for its newest; a late subscriber gets what was
+    /// kept, and the budget is free again.
+    #[test]
+    fn unclaimed_messages_stay_within_their_budgets() {
+        let mut topics = Topics::new(UnclaimedBudgets {
+            topic_bytes: 10_000,
+            bytes: 25_000,
+            topics: 3,
+        });
+        let size = held("a", &delivery(1000));
+        for _ in 0..100 {
+            hold(&mut topics, "a", 1000);
+        }
+        assert_eq!(topics.map["a"].unclaimed.len(), 10_000 / size);
+        assert_eq!(topics.dropped, 100 - (10_000 / size) as u64);
+        // Other topics share the total.
+        for t in ["b", "c"] {
+            for _ in 0..100 {
+                hold(&mut topics, t, 1000);
+            }
+        }
+        assert!(
+            topics.unclaimed_bytes <= 25_000,
+            "{}",
+            topics.unclaimed_bytes
+        );
+        // A fourth topic is over the cap on topics: dropped, and not kept in the map.
+        hold(&mut topics, "d", 10);
+        assert!(!topics.map.contains_key("d"));
+        assert_eq!(topics.unclaimed_topics, 3);
+        // The first subscriber claims what was kept; the budget is free again.
+        let kept = topics.claim("a").len();
+        assert_eq!(kept, 10_000 / size);
+        hold(&mut topics, "d", 10);
+        assert_eq!(topics.map["d"].unclaimed.len(), 1);
+        // Larger than a topic may hold: dropped.
+        hold(&mut topics, "e", 20_000);
+        assert!(!topics.map.contains_key("e"));
+        let total: usize = topics.map.values().map(|s| s.unclaimed_bytes).sum();
+        assert_eq!(total, topics.unclaimed_bytes);
+    }
 }
