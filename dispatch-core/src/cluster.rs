@@ -325,6 +325,48 @@ impl Cluster {
         self
     }
 
+    /// How many bytes of messages one topic that nobody has subscribed to may hold in a
+    /// process, waiting for its first subscriber. Past it the oldest are dropped, counted, with
+    /// a warning at most once a second. Default 4 MiB; at least one message's largest size
+    /// (1 MiB).
+    pub fn unclaimed_topic_bytes(mut self, bytes: usize) -> Self {
+        self.settings.budgets.unclaimed_topic_bytes = bytes.max(1 << 20);
+        self
+    }
+
+    /// How many bytes of messages all the topics nobody has subscribed to may hold together in
+    /// a process (the Library and each worker). A message that does not fit is dropped,
+    /// counted, with a warning at most once a second. Default 16 MiB; at least 1 MiB.
+    pub fn unclaimed_bytes(mut self, bytes: usize) -> Self {
+        self.settings.budgets.unclaimed_bytes = bytes.max(1 << 20);
+        self
+    }
+
+    /// How many topics nobody has subscribed to may hold messages in a process. A message for
+    /// one more such topic is dropped, counted, with a warning. Default 256.
+    pub fn unclaimed_topics(mut self, topics: usize) -> Self {
+        self.settings.budgets.unclaimed_topics = topics.max(1);
+        self
+    }
+
+    /// How many bytes the Library may hold for partial frames (a frame whose length was read
+    /// but whose bytes have not all arrived), over every connection of the data plane. A
+    /// connection whose next frame would take the total past it is closed, and logged with its
+    /// peer's pid. Default 64 MiB (8 frames of the default 8 MiB limit at once); at least one
+    /// frame of [`max_frame`](Cluster::max_frame).
+    pub fn partial_frame_bytes(mut self, bytes: usize) -> Self {
+        self.settings.budgets.partial_frame_bytes = bytes;
+        self
+    }
+
+    /// How many connections to the Library one process (told by its pid) may hold at once. A
+    /// worker needs one (two for a moment while it reconnects); the cap keeps one process from
+    /// taking every connection, so a restarted worker always gets in. Default 4.
+    pub fn connections_per_process(mut self, connections: usize) -> Self {
+        self.settings.budgets.connections_per_process = connections.max(1);
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle::new(self.commands.clone())

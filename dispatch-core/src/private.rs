@@ -205,3 +205,40 @@ pub fn assert_service_type<T: Send + Sync + 'static>() {}
 pub fn assert_send<F: Future + Send>(f: F) -> F {
     f
 }
+
+/// Opens one more authenticated connection to the Library from this worker, with its Agent's
+/// token and worker id, and hands it over raw right after the Library's welcome. For tests
+/// that play a worker misbehaving on the data plane (holding connections, sending partial
+/// frames). `Err` says why the Library refused it.
+pub async fn extra_library_connection() -> Result<tokio::net::UnixStream, String> {
+    match crate::worker::Agent::try_get() {
+        Some(agent) => agent.extra_connection().await,
+        None => Err("no Agent in this process: only workers have one".into()),
+    }
+}
+
+/// Sends a message as [`Messenger`](crate::Messenger)'s API would, but without its refusal of
+/// the runtime's reserved topics, and waits for the master's verdict: for tests that play a
+/// worker bypassing the API (the master refuses such a message with
+/// [`MessageError::Reserved`](crate::MessageError::Reserved)). `target` is `"app"`,
+/// `"library"`, `"broadcast"` or `"random"`.
+pub async fn send_unchecked(
+    target: &str,
+    topic: &str,
+    payload: Vec<u8>,
+    retain: bool,
+) -> Result<(), crate::MessageError> {
+    use crate::wire::Target;
+    let target = match target {
+        "app" => Target::App,
+        "library" => Target::Library,
+        "broadcast" => Target::Broadcast,
+        _ => Target::Random,
+    };
+    let Some(messenger) = crate::Messenger::try_get() else {
+        return Err(crate::MessageError::Closed);
+    };
+    messenger
+        .send_unchecked(target, topic, payload, retain)
+        .await
+}

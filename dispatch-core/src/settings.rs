@@ -77,6 +77,37 @@ pub(crate) struct Settings {
     pub(crate) library_runtime: Runtime,
     /// Every worker's tokio runtime (read as `library_runtime` is).
     pub(crate) worker_runtime: Runtime,
+    /// What the data plane and the messenger may hold in memory (issue 12).
+    pub(crate) budgets: DataBudgets,
+}
+
+/// The memory budgets of the data plane and of each process's messenger, in bytes (issue 12;
+/// SECURITY.md lists each with its test). Sized for a small host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DataBudgets {
+    /// Bytes of messages one topic nobody subscribed to may hold in a process. Default 4 MiB.
+    pub(crate) unclaimed_topic_bytes: usize,
+    /// Bytes of messages all such topics together may hold in a process. Default 16 MiB.
+    pub(crate) unclaimed_bytes: usize,
+    /// How many topics nobody subscribed to may hold messages in a process. Default 256.
+    pub(crate) unclaimed_topics: usize,
+    /// Bytes the Library holds for partial frames (read but not yet complete), over every
+    /// data-plane connection. Default 64 MiB.
+    pub(crate) partial_frame_bytes: usize,
+    /// Data-plane connections one process (by its pid) may hold at once. Default 4.
+    pub(crate) connections_per_process: usize,
+}
+
+impl Default for DataBudgets {
+    fn default() -> Self {
+        DataBudgets {
+            unclaimed_topic_bytes: 4 << 20,
+            unclaimed_bytes: 16 << 20,
+            unclaimed_topics: 256,
+            partial_frame_bytes: 64 << 20,
+            connections_per_process: 4,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -108,6 +139,7 @@ impl Default for Settings {
             published_bytes: 16 << 20,
             library_runtime: Runtime::default(),
             worker_runtime: Runtime::default(),
+            budgets: DataBudgets::default(),
         }
     }
 }

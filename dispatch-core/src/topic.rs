@@ -20,8 +20,10 @@ pub struct Topic<T> {
 }
 
 impl<T> Topic<T> {
-    /// A topic named `name`. Names starting with `dispatch:` are the runtime's own
-    /// ([`events`](crate::events)).
+    /// A topic named `name`. Names starting with `dispatch:` are reserved for the runtime
+    /// ([`events`](crate::events), shared configuration): the [`Messenger`](crate::Messenger)
+    /// refuses to send on them with `MessageError::Reserved`, and the master refuses them from
+    /// any process but the Library's runtime.
     pub const fn new(name: &'static str) -> Self {
         Topic {
             name,
@@ -33,6 +35,18 @@ impl<T> Topic<T> {
     pub const fn name(&self) -> &'static str {
         self.name
     }
+}
+
+/// The prefix of the runtime's own topics.
+pub(crate) const RESERVED_PREFIX: &str = "dispatch:";
+
+/// The one reserved topic family a worker may send on: a `SharedConfig::set` to the Library
+/// (`config::Topics`), which validates it and publishes it only if its source is in memory.
+pub(crate) const WORKER_CONFIG_SET_PREFIX: &str = "dispatch:config-set:";
+
+/// Whether `name` is one of the runtime's own topics.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
 }
 
 impl<T> Clone for Topic<T> {

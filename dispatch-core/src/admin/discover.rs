@@ -21,7 +21,7 @@ pub struct Found {
     pub owner: u32,
 }
 
-/// Every cluster found, this user's and others'.
+/// Every cluster of this user found.
 #[derive(Debug, Clone)]
 pub struct Discovered {
     /// All clusters found, by master pid.
@@ -57,9 +57,20 @@ pub fn discover() -> Result<Discovered, AdminError> {
             if !meta.is_dir() || !crate::process::runtime_dir::pid_alive(pid as i32) {
                 continue;
             }
-            // Another user's dir (0700) cannot be looked into: list it, refuse it on use.
-            let ours = meta.uid() == nix::unistd::getuid().as_raw();
-            if ours && !dir.join(SOCKET).exists() {
+            // Only our own dirs: anyone can create a dir named like ours in a shared temp dir
+            // (even with our master's pid in its name), and it must not hide or stand in for
+            // the real cluster (issue 12). A master of another user is not ours to operate.
+            let you = nix::unistd::getuid().as_raw();
+            if meta.uid() != you {
+                tracing::debug!(
+                    dir = %dir.display(),
+                    owner = meta.uid(),
+                    you,
+                    "ignored a runtime dir of another user"
+                );
+                continue;
+            }
+            if !dir.join(SOCKET).exists() {
                 continue;
             }
             let cluster_name = std::fs::read_to_string(dir.join(NAME_FILE))
@@ -108,14 +119,29 @@ impl Discovered {
         };
         let mine: Vec<&Found> = self.clusters.iter().filter(|c| c.owner == you).collect();
         let chosen = match wanted {
-            Some(w) => self
-                .clusters
-                .iter()
-                .find(|c| c.master_pid.to_string() == w || (c.owner == you && c.name == w))
-                .ok_or_else(|| AdminError::NotFound {
-                    wanted: w.to_owned(),
-                    running: list(&mine),
-                })?,
+            Some(w) => {
+                // A master pid is one cluster; a name may be several: then choosing one of
+                // them silently could stop the wrong one.
+                let by_pid = mine.iter().find(|c| c.master_pid.to_string() == w);
+                let by_name: Vec<&Found> = mine.iter().copied().filter(|c| c.name == w).collect();
+                match (by_pid, by_name.as_slice()) {
+                    (Some(c), _) => *c,
+                    (None, [one]) => *one,
+                    (None, []) => {
+                        return Err(AdminError::NotFound {
+                            wanted: w.to_owned(),
+                            running: list(&mine),
+                        })
+                    }
+                    (None, many) => {
+                        return Err(AdminError::AmbiguousName {
+                            name: w.to_owned(),
+                            count: many.len(),
+                            running: list(many),
+                        })
+                    }
+                }
+            }
             None => match mine.as_slice() {
                 [] => {
                     return Err(AdminError::NoCluster {

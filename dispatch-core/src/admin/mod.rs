@@ -80,6 +80,20 @@ pub enum AdminError {
         /// Their names and pids.
         running: String,
     },
+    /// Several clusters of this user have the name asked for: acting on one of them could hit
+    /// the wrong one.
+    #[error(
+        "{count} clusters are named `{name}` ({running}): choose one by its master pid with \
+         --cluster PID"
+    )]
+    AmbiguousName {
+        /// The name asked for.
+        name: String,
+        /// How many clusters have it.
+        count: usize,
+        /// Their names and pids.
+        running: String,
+    },
     /// The cluster belongs to another user.
     #[error("permission denied: the cluster in {dir} belongs to uid {owner}, you are uid {you}")]
     PermissionDenied {

@@ -93,7 +93,7 @@ where
         if state.last.as_deref() == Some(&bytes[..]) {
             return Ok(None);
         }
-        messenger.publish(&self.entry.topics.value, &ByteBuf::from(bytes.clone()))?;
+        messenger.publish_runtime(&self.entry.topics.value, &ByteBuf::from(bytes.clone()))?;
         state.version += 1;
         let version = state.version;
         state.last = Some(bytes);

@@ -144,7 +144,7 @@ where
         let messenger = Messenger::try_get().ok_or(ConfigError::NotAvailable {
             type_name: entry.type_name,
         })?;
-        messenger.send_to_library(&entry.topics.set, &ByteBuf::from(json))?;
+        messenger.send_to_library_runtime(&entry.topics.set, &ByteBuf::from(json))?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! out), then its calls, served concurrently up to the in-flight cap.
 
 use super::accept::ServeConfig;
-use super::gate::{Gate, HandshakeSlot, Peer, PidField, Refusal};
+use super::gate::{Admission, Gate, HandshakeSlot, Peer, PidField, Refusal};
 use super::hosted::Services;
 use crate::service::Manifest;
 use crate::wire::{self, CallRequest, Framing, Hello, Welcome};
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use tarpc::server::{self, Channel};
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// One connection's life: handshake (bounded by the deadline and by eviction), then its calls.
@@ -40,12 +39,12 @@ pub(super) async fn connection(
     config: Arc<ServeConfig>,
     gate: &Gate,
 ) {
-    let mut framed = wire::handshake_framed(stream);
+    let mut framed = wire::handshake_framed(stream, &gate.frames);
     let deadline = Instant::now() + config.settings.handshake_timeout;
     let outcome = tokio::select! {
         outcome = tokio::time::timeout_at(
             deadline,
-            handshake(&mut framed, services.manifest(), &config, &gate.connections),
+            handshake(&mut framed, services.manifest(), &config, gate, peer),
         ) => outcome.unwrap_or(Err(Refusal::Timeout(config.settings.handshake_timeout))),
         () = slot.evicted() => Err(Refusal::Evicted { waiting: gate.max_handshakes }),
     };
@@ -67,15 +66,16 @@ pub(super) async fn connection(
     }
 }
 
-/// Reads the [`Hello`], checks protocol and token, takes a connection permit and answers with
-/// the manifest. Returns the worker id and the permit, or why the peer was refused (after
-/// telling it, when it got as far as a hello).
+/// Reads the [`Hello`], checks protocol and token, takes a place under the per-process cap and
+/// a connection permit, and answers with the manifest. Returns the worker id and the place, or
+/// why the peer was refused (after telling it, when it got as far as a hello).
 pub(super) async fn handshake(
     framed: &mut Framing,
     manifest: &Manifest,
     config: &ServeConfig,
-    connections: &Arc<Semaphore>,
-) -> Result<(u32, OwnedSemaphorePermit), Refusal> {
+    gate: &Gate,
+    peer: Peer,
+) -> Result<(u32, Admission), Refusal> {
     let frame = match framed.next().await {
         None => return Err(Refusal::Closed),
         Some(Err(e)) => return Err(Refusal::BadFrame(e)),
@@ -83,19 +83,16 @@ pub(super) async fn handshake(
     };
     let hello: Hello = wire::codec::decode(&frame).map_err(Refusal::Undecodable)?;
     // From here on the frames are the welcome and, once accepted, calls.
-    framed
-        .codec_mut()
-        .set_max_frame_length(config.settings.max_frame);
-    let accepted = check_hello(&hello, &config.token).and_then(|()| {
-        Arc::clone(connections)
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Full {
-                limit: config.max_connections,
-            })
-    });
+    wire::raise_frame_limit(framed, config.settings.max_frame);
+    let accepted =
+        check_hello(&hello, &config.token).and_then(|()| gate.admit(peer, hello.worker_id));
     let welcome = match &accepted {
         Ok(_) => Welcome::Accepted(manifest.clone()),
-        Err(refusal @ Refusal::Full { .. }) => Welcome::Busy(refusal.to_string()),
+        // Worth retrying: a slot frees when a connection closes (the process's own old one,
+        // for a worker that reconnects).
+        Err(refusal @ (Refusal::Full { .. } | Refusal::PerProcess { .. })) => {
+            Welcome::Busy(refusal.to_string())
+        }
         Err(refusal) => Welcome::Refused(refusal.to_string()),
     };
     let bytes = wire::codec::encode(&welcome)

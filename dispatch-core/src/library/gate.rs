@@ -3,13 +3,14 @@
 
 use super::accept::ServeConfig;
 use super::peer_log::{error_chain, PeerLog};
-use std::collections::BTreeMap;
+use crate::wire::FrameBudget;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Who is on the other end, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +92,19 @@ pub(super) enum Refusal {
         /// The cap.
         limit: usize,
     },
+    /// The peer's process already holds as many connections as one process may.
+    #[error(
+        "process {pid} already holds {limit} connections to the library, the most one process \
+         may hold (Cluster::connections_per_process); it claims to be worker {worker_id}"
+    )]
+    PerProcess {
+        /// The peer's pid.
+        pid: i32,
+        /// The cap.
+        limit: usize,
+        /// The worker id its hello claims.
+        worker_id: u32,
+    },
     /// The welcome could not be sent.
     #[error("cannot send the welcome: {0}")]
     Welcome(#[source] io::Error),
@@ -126,6 +140,12 @@ pub(super) struct Gate {
     /// Connection tasks that ran to their end, refused or served (a task that panicked would
     /// not be counted: tests compare this with what they opened).
     pub(super) finished: AtomicU64,
+    /// The bytes of partial frames, over every connection (issue 12).
+    pub(super) frames: Arc<FrameBudget>,
+    /// Authenticated connections per peer pid.
+    pub(super) per_process: Arc<Mutex<HashMap<i32, usize>>>,
+    /// The most authenticated connections one pid may hold.
+    pub(super) max_per_process: usize,
 }
 
 impl fmt::Debug for Gate {
@@ -168,7 +188,50 @@ impl Gate {
             accept_errors: AtomicU64::new(0),
             pending_high_water: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
+            // At least one whole frame, or a worker could never send its largest call.
+            frames: Arc::new(FrameBudget::new(
+                config
+                    .settings
+                    .budgets
+                    .partial_frame_bytes
+                    .max(config.settings.max_frame + 4),
+            )),
+            per_process: Arc::default(),
+            max_per_process: config.settings.budgets.connections_per_process.max(1),
         }
+    }
+
+    /// Admits one more authenticated connection: a slot under the per-process cap, then one of
+    /// the connection permits. `Err` says why not.
+    pub(super) fn admit(&self, peer: Peer, worker_id: u32) -> Result<Admission, Refusal> {
+        let process = match peer.pid {
+            Some(pid) => {
+                let mut counts = lock(&self.per_process);
+                let count = counts.entry(pid).or_insert(0);
+                if *count >= self.max_per_process {
+                    return Err(Refusal::PerProcess {
+                        pid,
+                        limit: self.max_per_process,
+                        worker_id,
+                    });
+                }
+                *count += 1;
+                Some(ProcessSlot {
+                    pid,
+                    counts: Arc::clone(&self.per_process),
+                })
+            }
+            None => None,
+        };
+        let permit = Arc::clone(&self.connections)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full {
+                limit: self.max_connections,
+            })?;
+        Ok(Admission {
+            _permit: permit,
+            _process: process,
+        })
     }
 
     /// How many connections are waiting for their hello now.
@@ -235,6 +298,33 @@ impl Gate {
                 error_chain(error)
             ),
         );
+    }
+}
+
+/// An authenticated connection's place: its connection permit and its count against its
+/// process's cap, both given back on drop.
+#[derive(Debug)]
+pub(super) struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _process: Option<ProcessSlot>,
+}
+
+/// One connection counted against its process's cap.
+#[derive(Debug)]
+struct ProcessSlot {
+    pid: i32,
+    counts: Arc<Mutex<HashMap<i32, usize>>>,
+}
+
+impl Drop for ProcessSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts);
+        if let Some(count) = counts.get_mut(&self.pid) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.pid);
+            }
+        }
     }
 }
 

@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Locks `m`, even if a panic poisoned it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +111,11 @@ fn serve_config() -> ServeConfig {
             max_frame: 1 << 17,
             handshake_timeout: Duration::from_secs(1),
             max_in_flight: 8,
+            // Every peer of these tests is this one process.
+            budgets: crate::settings::DataBudgets {
+                connections_per_process: usize::MAX,
+                ..Default::default()
+            },
             ..Settings::default()
         },
         max_connections: 64,
@@ -639,7 +643,7 @@ async fn garbage_after_the_handshake_closes_only_that_connection() {
         ("truncated call", call_frame(1, b"x")[..12].to_vec()),
     ];
     for (case, bytes) in garbage {
-        let mut stream = authenticated(&lib, 7).await.into_inner();
+        let mut stream = authenticated(&lib, 7).await.into_inner().into_inner();
         let _ = stream.write_all(&bytes).await;
         let _ = stream.shutdown().await;
         let took = closed_within(&mut stream, Duration::from_secs(2)).await;
@@ -800,7 +804,7 @@ async fn a_worker_refused_by_the_cap_retries_until_a_slot_frees() {
 }
 
 /// A raw connection that completed its handshake as worker `worker_id`.
-async fn authenticated(lib: &Lib, worker_id: u32) -> Framed<UnixStream, LengthDelimitedCodec> {
+async fn authenticated(lib: &Lib, worker_id: u32) -> wire::Framing {
     let mut framed = wire::framed(lib.raw().await, 1 << 17);
     framed
         .send(Bytes::from(hello_frame(1, TOKEN, worker_id)[4..].to_vec()))
@@ -1002,7 +1006,7 @@ fn a_served_connection_survives_arbitrary_frames() {
         .run(&parts, |parts| {
             rt.block_on(async {
                 let finished = lib.gate.finished.load(Ordering::Relaxed);
-                let mut stream = authenticated(&lib, 9).await.into_inner();
+                let mut stream = authenticated(&lib, 9).await.into_inner().into_inner();
                 for part in parts {
                     if stream.write_all(&part).await.is_err() {
                         break;

@@ -6,17 +6,39 @@ use crate::admin::{Request, Response, MAX_ADMIN_FRAME, NAME_FILE, SOCKET};
 use crate::cluster_error::ClusterError;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-/// Admin connections served at once; more are closed at once (an operator's tool opens one).
+/// Admin connections served at once (an operator's tool opens one). When all are taken, the
+/// oldest connection still waiting for its request is dropped to make room, so idle
+/// connections can never lock out a real client (issue 12); only when all of them are being
+/// answered is the new one closed.
 const MAX_CONNECTIONS: usize = 16;
-/// How long a client has to send its request, and the master to send its answer.
+/// How long a client has to send its request after connecting (`dispatchctl` sends it at once).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the master has to send its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the accept loop waits for an evicted connection's slot to be given back.
+const EVICTION_WAIT: Duration = Duration::from_millis(500);
+
+/// The admin connections waiting for their request, oldest first; dropping one's sender tells
+/// it to give up.
+#[derive(Debug, Default)]
+struct Idle {
+    next: u64,
+    waiting: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+fn lock(idle: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
+    // Every critical section is one map operation.
+    idle.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Binds `admin.sock` (0600) in `dir`, writes the cluster's name next to it, and serves.
 pub(crate) fn start(
@@ -36,23 +58,36 @@ pub(crate) fn start(
     std::fs::write(dir.join(NAME_FILE), name)
         .map_err(|e| ClusterError::io("cannot write the cluster's name", e))?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let idle = Arc::new(Mutex::new(Idle::default()));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(slot) => {
-                        let commands = commands.clone();
-                        tokio::spawn(async move {
-                            serve(stream, commands).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(_) => {
-                        tracing::debug!(
-                            "closed an admin connection: {MAX_CONNECTIONS} are being served"
+                Ok((stream, _)) => {
+                    let Some(slot) = take_slot(&slots, &idle).await else {
+                        tracing::warn!(
+                            "closed an admin connection: {MAX_CONNECTIONS} are being answered"
                         );
-                    }
-                },
+                        continue;
+                    };
+                    let (tx, evicted) = oneshot::channel();
+                    let id = {
+                        let mut idle = lock(&idle);
+                        let id = idle.next;
+                        idle.next += 1;
+                        idle.waiting.insert(id, tx);
+                        id
+                    };
+                    let commands = commands.clone();
+                    let idle = Arc::clone(&idle);
+                    tokio::spawn(async move {
+                        serve(stream, commands, evicted, || {
+                            lock(&idle).waiting.remove(&id);
+                        })
+                        .await;
+                        lock(&idle).waiting.remove(&id);
+                        drop(slot);
+                    });
+                }
                 Err(e) => {
                     tracing::warn!("accept failed on the admin socket: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -63,7 +98,29 @@ pub(crate) fn start(
     Ok(())
 }
 
-async fn serve(stream: UnixStream, commands: mpsc::UnboundedSender<Command>) {
+/// A slot for a new connection: a free one, or the one of the oldest connection still waiting
+/// for its request, which is told to give up. `None` when every connection is being answered.
+async fn take_slot(slots: &Arc<Semaphore>, idle: &Mutex<Idle>) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+        return Some(slot);
+    }
+    // Dropping its sender wakes the oldest idle connection, which gives its slot back.
+    drop(lock(idle).waiting.pop_first()?);
+    tracing::debug!(
+        "dropped the oldest idle admin connection: {MAX_CONNECTIONS} were open, none had sent a request"
+    );
+    tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn serve(
+    stream: UnixStream,
+    commands: mpsc::UnboundedSender<Command>,
+    mut evicted: oneshot::Receiver<()>,
+    busy: impl FnOnce(),
+) {
     let uid = nix::unistd::getuid().as_raw();
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == uid => {}
@@ -77,9 +134,19 @@ async fn serve(stream: UnixStream, commands: mpsc::UnboundedSender<Command>) {
         }
     }
     let mut framed = crate::wire::framed(stream, MAX_ADMIN_FRAME);
-    let Ok(Some(Ok(frame))) = tokio::time::timeout(IO_DEADLINE, framed.next()).await else {
+    let read = tokio::select! {
+        read = tokio::time::timeout(REQUEST_DEADLINE, framed.next()) => read,
+        _ = &mut evicted => {
+            tracing::debug!("dropped an idle admin connection to make room for a new one");
+            return;
+        }
+    };
+    let Ok(Some(Ok(frame))) = read else {
+        tracing::debug!("closed an admin connection: no request within {REQUEST_DEADLINE:?}");
         return;
     };
+    // Being answered: no longer idle, never evicted.
+    busy();
     let response = match crate::wire::codec::decode::<Request>(&frame) {
         Ok(request) => answer(request, &commands).await,
         Err(e) => Response::Refused(format!("undecodable request: {e}")),

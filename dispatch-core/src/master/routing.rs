@@ -110,6 +110,24 @@ impl Master {
             payload,
             retain,
         } = out;
+        if let Err(reason) = self.may_send(from, target, &topic, retain) {
+            tracing::warn!(
+                from,
+                topic = %topic.escape_debug(),
+                "refused a message from pid {from}: {}",
+                reason.escape_debug()
+            );
+            if seq != 0 {
+                self.send(
+                    from,
+                    ToChild::Sent {
+                        seq,
+                        error: Some(reason),
+                    },
+                );
+            }
+            return;
+        }
         let size = payload.len() + topic.len();
         let result = if size > MAX_MESSAGE {
             // The messenger never sends this: only a child that writes its own frames does.
@@ -147,6 +165,34 @@ impl Master {
                 );
             }
         }
+    }
+
+    /// Whether process `from` may send on `topic`. The runtime's own topics (`dispatch:…`:
+    /// lifecycle events, shared configuration) are accepted only from the Library, whose
+    /// config loader validates every value it publishes; a worker may only send a
+    /// `SharedConfig::set` to the Library, which validates it (and refuses it for a source that
+    /// is not in memory). Anything else would let a worker publish a config version that
+    /// bypasses its source and its validator, or fake a lifecycle event.
+    fn may_send(&self, from: u32, target: Target, topic: &str, retain: bool) -> Result<(), String> {
+        if !crate::topic::is_reserved(topic) {
+            return Ok(());
+        }
+        let is_library = self
+            .procs
+            .get(&from)
+            .is_some_and(|p| p.handle.kind == ChildKind::Library);
+        let config_set = target == Target::Library
+            && !retain
+            && topic.starts_with(crate::topic::WORKER_CONFIG_SET_PREFIX);
+        if is_library || config_set {
+            return Ok(());
+        }
+        Err(format!(
+            "{}`{topic}` is the runtime's own (names starting with `dispatch:`): only the \
+             Library may send or publish on it; a worker changes a shared config with \
+             SharedConfig::set",
+            crate::messenger::RESERVED_REFUSAL
+        ))
     }
 
     /// A message from the master itself (pid 0): the lifecycle events.

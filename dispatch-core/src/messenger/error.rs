@@ -64,6 +64,18 @@ pub enum MessageError {
         /// The budget.
         budget: usize,
     },
+    /// The topic's name starts with `dispatch:`: it is the runtime's own (lifecycle events,
+    /// shared configuration), and only the runtime sends on it. A configuration changes through
+    /// its source or `SharedConfig::set`, which validate every value.
+    #[error(
+        "topic `{topic}` is reserved for the runtime (names starting with `dispatch:`); use \
+         another name for your own topics, and SharedConfig::set or the config's source to \
+         change a shared configuration"
+    )]
+    Reserved {
+        /// The topic.
+        topic: String,
+    },
     /// The master is gone: the process is exiting.
     #[error("the master is gone")]
     Closed,

@@ -12,9 +12,11 @@ mod error;
 mod subscription;
 
 pub use endpoint::Messenger;
+pub(crate) use endpoint::RESERVED_REFUSAL;
 pub use error::MessageError;
 pub use subscription::{Received, Subscription};
 
 /// Messages kept per topic for a subscriber that has not subscribed yet; past this the oldest
-/// is dropped, with a warning.
+/// is dropped, counted, with a warning. Byte budgets apply as well (per topic, in total, and a
+/// cap on such topics: `Cluster::unclaimed_topic_bytes`, `unclaimed_bytes`, `unclaimed_topics`).
 pub const UNCLAIMED_LIMIT: usize = 1024;

@@ -137,7 +137,7 @@ impl MasterLink {
         let (sender, receiver) = control.split();
         let outbox = ControlWriter::spawn(sender, init.settings.outbox_bytes);
         // Installed before any application code, which may send from its setup already.
-        let messenger = Messenger::install(outbox.clone());
+        let messenger = Messenger::install(outbox.clone(), &init.settings.budgets);
         messenger.preload(std::mem::take(&mut init.members), published);
         let (stop_tx, stop) = watch::channel(None);
         let (ready_tx, cluster_ready) = watch::channel(false);

@@ -1,7 +1,7 @@
 //! The data plane's messages: what an Agent and the Library say to each other over the Library's
 //! Unix socket. Both sides frame with the same length-delimited codec and the same frame limit.
 
-use super::framing::{framed, Framing};
+use super::framing::{framed_stream, FrameBudget, FrameMeter, FrameStream, Framing};
 use crate::error::RemoteError;
 use bincode::Options;
 use bytes::{Bytes, BytesMut};
@@ -85,16 +85,28 @@ pub(crate) type CallResponse = Result<ByteBuf, RemoteError>;
 
 /// A framed Unix stream for the Library's side of a handshake: its frame limit is
 /// [`MAX_HELLO_FRAME`] until the peer has authenticated (then raise it with
-/// `codec_mut().set_max_frame_length`).
-pub(crate) fn handshake_framed(stream: UnixStream) -> Framing {
-    framed(stream, MAX_HELLO_FRAME)
+/// [`raise_frame_limit`]). Its partial frames count against `budget` for the connection's whole
+/// life.
+pub(crate) fn handshake_framed(
+    stream: UnixStream,
+    budget: &std::sync::Arc<FrameBudget>,
+) -> Framing {
+    let meter = FrameMeter::new(std::sync::Arc::clone(budget), MAX_HELLO_FRAME);
+    framed_stream(FrameStream::metered(stream, meter), MAX_HELLO_FRAME)
+}
+
+/// Raises the frame limit of an authenticated connection to `max_frame`: the codec's, and the
+/// meter's, so it counts what the codec will now buffer.
+pub(crate) fn raise_frame_limit(framed: &mut Framing, max_frame: usize) {
+    framed.codec_mut().set_max_frame_length(max_frame);
+    framed.get_mut().set_max_frame(max_frame);
 }
 
 /// The tarpc transport over an already handshaken framed stream.
 pub(crate) fn transport<In, Out>(
     framed: Framing,
 ) -> tarpc::serde_transport::Transport<
-    UnixStream,
+    FrameStream,
     In,
     Out,
     tarpc::tokio_serde::formats::Bincode<In, Out>,
@@ -108,7 +120,7 @@ where
 
 /// What the Library reads and writes on an authenticated connection.
 pub(crate) type ServerTransport = tarpc::serde_transport::Transport<
-    UnixStream,
+    FrameStream,
     ClientMessage<CallRequest>,
     Response<CallResponse>,
     ServerCodec,

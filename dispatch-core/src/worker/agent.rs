@@ -46,6 +46,20 @@ pub struct Agent {
     manifest: Manifest,
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// Where and how it connected, for [`Agent::extra_connection`].
+    connect: Connect,
+}
+
+/// An [`AgentConfig`] whose `Debug` does not show the token.
+struct Connect(AgentConfig);
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("socket", &self.0.socket)
+            .field("worker_id", &self.0.worker_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an Agent needs to connect: where, with which token, as which worker, with the
@@ -256,7 +270,41 @@ impl Agent {
             manifest,
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            connect: Connect(config.clone()),
         })
+    }
+
+    /// One more authenticated connection to the Library, as this Agent opens its own, handed
+    /// over raw right after the Library's welcome (for tests that play a misbehaving worker).
+    /// `Err` says why the Library refused it, or why it could not connect.
+    pub(crate) async fn extra_connection(&self) -> Result<tokio::net::UnixStream, String> {
+        let config = &self.connect.0;
+        let stream = tokio::net::UnixStream::connect(&config.socket)
+            .await
+            .map_err(|e| format!("cannot connect to the library: {e}"))?;
+        let mut framed = wire::framed(stream, config.settings.max_frame);
+        let hello = wire::Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            token: config.token.clone(),
+            worker_id: config.worker_id,
+        };
+        let hello = wire::codec::encode(&hello).map_err(|e| e.to_string())?;
+        use futures::{SinkExt, StreamExt};
+        let exchange = async {
+            framed.send(bytes::Bytes::from(hello)).await?;
+            framed.next().await.transpose()
+        };
+        let frame = match tokio::time::timeout(config.settings.handshake_timeout, exchange).await {
+            Err(_) => return Err("the library did not answer the hello in time".into()),
+            Ok(Err(e)) => return Err(format!("handshake: {e}")),
+            Ok(Ok(None)) => return Err("the library closed the connection".into()),
+            Ok(Ok(Some(frame))) => frame,
+        };
+        match wire::codec::decode::<wire::Welcome>(&frame) {
+            Ok(wire::Welcome::Accepted(_)) => Ok(framed.into_inner().into_inner()),
+            Ok(wire::Welcome::Refused(reason) | wire::Welcome::Busy(reason)) => Err(reason),
+            Err(e) => Err(format!("undecodable welcome: {e}")),
+        }
     }
 
     /// Makes `self` the process's Agent.
