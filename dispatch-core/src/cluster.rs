@@ -1,5 +1,8 @@
 //! The entry point: a builder for the cluster's settings and [`Cluster::run`], which plays this
 //! process's role (master, Library or worker).
+//!
+//! One concept despite its length: most of it is the builder's setters, one short documented
+//! method per setting; `run` is the only logic.
 
 use crate::cluster_error::ClusterError;
 use crate::config::ConfigSource;

@@ -2,6 +2,9 @@
 //! another reads its control messages; sends and signals are queued, so the supervisor never
 //! blocks on a stuck child.
 //!
+//! One concept despite its length: the three tasks of one child (its waiter, its reader and
+//! its writer) share the handle's queue accounting, so they stay together.
+//!
 //! The reader keeps when the child was last heard from (any message: its heartbeats, which it
 //! keeps to itself, and everything else, which goes on to the supervisor), and what the last
 //! heartbeat said the child was doing, for the liveness watchdog.

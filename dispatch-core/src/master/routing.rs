@@ -3,6 +3,9 @@
 //! starts or restarts, published values handed to every process that starts later (within a
 //! byte budget), the membership list, and the cluster's lifecycle events.
 //!
+//! One concept despite its length: every path a message takes through the master (resolve the
+//! target, check the sender may use the topic, deliver or hold, retain and replay).
+//!
 //! Order per sender and receiver holds: a sender's messages arrive in order on its control
 //! socket, the master handles them one at a time, and a mailbox is emptied, in order, before
 //! anything newer reaches its process.

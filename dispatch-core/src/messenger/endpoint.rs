@@ -1,9 +1,13 @@
 //! This process's end of the messenger: sending (queued to the master, which routes), and
 //! receiving (per-topic subscribers, and what waits for the first of them).
+//!
+//! One concept despite its length: the public `Messenger`, whose methods are mostly Egg's
+//! send calls, each a few lines over one `post`; the per-topic state lives in `topics`.
 
 use super::error::MessageError;
+use super::reserved::{rejection, reserved};
 use super::subscription::{Delivery, Received, Subscription};
-use super::UNCLAIMED_LIMIT;
+use super::topics::Topics;
 use crate::settings::DataBudgets;
 use crate::topic::{Members, Topic};
 use crate::wire::{
@@ -12,173 +16,13 @@ use crate::wire::{
 use once_cell::sync::OnceCell;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_bytes::ByteBuf;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 static MESSENGER: OnceCell<Messenger> = OnceCell::new();
-
-/// One topic's subscribers and what waits for them.
-#[derive(Debug, Default)]
-struct TopicState {
-    subscribers: Vec<mpsc::UnboundedSender<Arc<Delivery>>>,
-    unclaimed: VecDeque<Arc<Delivery>>,
-    /// What `unclaimed` holds, counted by [`held`].
-    unclaimed_bytes: usize,
-    /// The latest retained value.
-    latest: Option<Arc<Delivery>>,
-}
-
-/// Every topic of this process, and the budget of the messages waiting for a first subscriber
-/// (issue 12): per topic and in total, in bytes, and a cap on the number of such topics. A
-/// message past a budget is dropped, counted, and summed up in a warning at most once a second.
-#[derive(Debug)]
-struct Topics {
-    map: HashMap<String, TopicState>,
-    budgets: UnclaimedBudgets,
-    /// Bytes held by every topic's `unclaimed`.
-    unclaimed_bytes: usize,
-    /// Topics whose `unclaimed` is not empty.
-    unclaimed_topics: usize,
-    /// Messages dropped since the process started.
-    dropped: u64,
-    /// Dropped since the last warning, and their bytes.
-    dropped_unreported: (u64, usize),
-    last_warning: Option<Instant>,
-}
-
-/// The limits of [`Topics`]' unclaimed messages.
-#[derive(Debug, Clone, Copy)]
-struct UnclaimedBudgets {
-    topic_bytes: usize,
-    bytes: usize,
-    topics: usize,
-}
-
-impl From<&DataBudgets> for UnclaimedBudgets {
-    fn from(b: &DataBudgets) -> Self {
-        UnclaimedBudgets {
-            topic_bytes: b.unclaimed_topic_bytes,
-            bytes: b.unclaimed_bytes,
-            topics: b.unclaimed_topics.max(1),
-        }
-    }
-}
-
-/// What a message held for a subscriber costs: its payload, its topic's name, and the
-/// bookkeeping around them.
-fn held(topic: &str, delivery: &Delivery) -> usize {
-    delivery.payload.len() + topic.len() + 64
-}
-
-/// The most often a drop of unclaimed messages is logged.
-const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Topics {
-    fn new(budgets: UnclaimedBudgets) -> Self {
-        Topics {
-            map: HashMap::new(),
-            budgets,
-            unclaimed_bytes: 0,
-            unclaimed_topics: 0,
-            dropped: 0,
-            dropped_unreported: (0, 0),
-            last_warning: None,
-        }
-    }
-
-    /// Keeps `delivery` for `topic`'s first subscriber, within the budgets: the topic's oldest
-    /// messages make room for it first; if it still does not fit (the total, or the number of
-    /// topics, is spent by other topics) it is dropped.
-    fn hold(&mut self, topic: &str, delivery: Arc<Delivery>) {
-        let size = held(topic, &delivery);
-        let b = self.budgets;
-        let Some(state) = self.map.get_mut(topic) else {
-            return;
-        };
-        let mut freed = (0_u64, 0_usize);
-        while !state.unclaimed.is_empty()
-            && (state.unclaimed.len() >= UNCLAIMED_LIMIT
-                || state.unclaimed_bytes + size > b.topic_bytes
-                || self.unclaimed_bytes + size > b.bytes)
-        {
-            if let Some(old) = state.unclaimed.pop_front() {
-                let old_size = held(topic, &old);
-                state.unclaimed_bytes -= old_size;
-                self.unclaimed_bytes -= old_size;
-                freed.0 += 1;
-                freed.1 += old_size;
-            }
-        }
-        let new_topic = state.unclaimed.is_empty();
-        if new_topic && freed.0 > 0 {
-            self.unclaimed_topics -= 1;
-        }
-        let fits = size <= b.topic_bytes
-            && self.unclaimed_bytes + size <= b.bytes
-            && (!new_topic || self.unclaimed_topics < b.topics);
-        if fits {
-            state.unclaimed_bytes += size;
-            state.unclaimed.push_back(delivery);
-            self.unclaimed_bytes += size;
-            if new_topic {
-                self.unclaimed_topics += 1;
-            }
-        } else {
-            freed.0 += 1;
-            freed.1 += size;
-        }
-        if state.unclaimed.is_empty() && state.subscribers.is_empty() && state.latest.is_none() {
-            self.map.remove(topic);
-        }
-        if freed.0 > 0 {
-            self.dropped(topic, freed);
-        }
-    }
-
-    /// Counts dropped messages; warns at most once per [`DROP_WARNING_INTERVAL`].
-    fn dropped(&mut self, topic: &str, (messages, bytes): (u64, usize)) {
-        self.dropped += messages;
-        self.dropped_unreported.0 += messages;
-        self.dropped_unreported.1 += bytes;
-        let now = Instant::now();
-        if self
-            .last_warning
-            .is_some_and(|t| now.duration_since(t) < DROP_WARNING_INTERVAL)
-        {
-            return;
-        }
-        self.last_warning = Some(now);
-        let (n, size) = std::mem::take(&mut self.dropped_unreported);
-        let b = self.budgets;
-        tracing::warn!(
-            topic,
-            dropped_total = self.dropped,
-            "dropped {n} messages ({size} bytes) that no subscriber had claimed, the last on              topic `{topic}`: waiting messages may hold {} bytes per topic and {} bytes in {}              topics (held now: {} bytes in {} topics). Subscribe to the topic (Messenger::on)              before messages arrive, or raise Cluster::unclaimed_bytes",
-            b.topic_bytes,
-            b.bytes,
-            b.topics,
-            self.unclaimed_bytes,
-            self.unclaimed_topics
-        );
-    }
-
-    /// Hands `state`'s waiting messages over (its first subscriber takes them): they no longer
-    /// count against the budget.
-    fn claim(&mut self, topic: &str) -> VecDeque<Arc<Delivery>> {
-        let Some(state) = self.map.get_mut(topic) else {
-            return VecDeque::new();
-        };
-        if !state.unclaimed.is_empty() {
-            self.unclaimed_topics -= 1;
-        }
-        self.unclaimed_bytes -= std::mem::take(&mut state.unclaimed_bytes);
-        std::mem::take(&mut state.unclaimed)
-    }
-}
 
 /// This process's end of the messenger. Exists in the Library and in every worker.
 #[derive(Debug)]
@@ -604,95 +448,7 @@ impl Messenger {
     }
 }
 
-/// [`MessageError::Reserved`] for the runtime's own topics.
-fn reserved(topic: &str) -> Result<(), MessageError> {
-    if crate::topic::is_reserved(topic) {
-        Err(MessageError::Reserved {
-            topic: topic.to_owned(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-/// The master's reason for not delivering, typed.
-fn rejection(reason: String) -> MessageError {
-    if let Some(topic) = reason
-        .strip_prefix(RESERVED_REFUSAL)
-        .and_then(|rest| rest.split('`').nth(1))
-    {
-        return MessageError::Reserved {
-            topic: topic.to_owned(),
-        };
-    }
-    MessageError::Rejected { reason }
-}
-
-/// How the master's refusal of a reserved topic starts (`master::routing`).
-pub(crate) const RESERVED_REFUSAL: &str = "reserved topic: ";
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks leaves consistent data (single map operations).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn delivery(len: usize) -> Arc<Delivery> {
-        Arc::new(Delivery {
-            from: 1,
-            version: 0,
-            payload: ByteBuf::from(vec![0; len]),
-        })
-    }
-
-    fn hold(topics: &mut Topics, topic: &str, len: usize) {
-        topics.map.entry(topic.to_owned()).or_default();
-        topics.hold(topic, delivery(len));
-    }
-
-    /// Issue 12, row 5, in one process: per topic and in total in bytes, and the number of
-    /// topics; the oldest of a topic make room for its newest; a late subscriber gets what was
-    /// kept, and the budget is free again.
-    #[test]
-    fn unclaimed_messages_stay_within_their_budgets() {
-        let mut topics = Topics::new(UnclaimedBudgets {
-            topic_bytes: 10_000,
-            bytes: 25_000,
-            topics: 3,
-        });
-        let size = held("a", &delivery(1000));
-        for _ in 0..100 {
-            hold(&mut topics, "a", 1000);
-        }
-        assert_eq!(topics.map["a"].unclaimed.len(), 10_000 / size);
-        assert_eq!(topics.dropped, 100 - (10_000 / size) as u64);
-        // Other topics share the total.
-        for t in ["b", "c"] {
-            for _ in 0..100 {
-                hold(&mut topics, t, 1000);
-            }
-        }
-        assert!(
-            topics.unclaimed_bytes <= 25_000,
-            "{}",
-            topics.unclaimed_bytes
-        );
-        // A fourth topic is over the cap on topics: dropped, and not kept in the map.
-        hold(&mut topics, "d", 10);
-        assert!(!topics.map.contains_key("d"));
-        assert_eq!(topics.unclaimed_topics, 3);
-        // The first subscriber claims what was kept; the budget is free again.
-        let kept = topics.claim("a").len();
-        assert_eq!(kept, 10_000 / size);
-        hold(&mut topics, "d", 10);
-        assert_eq!(topics.map["d"].unclaimed.len(), 1);
-        // Larger than a topic may hold: dropped.
-        hold(&mut topics, "e", 20_000);
-        assert!(!topics.map.contains_key("e"));
-        let total: usize = topics.map.values().map(|s| s.unclaimed_bytes).sum();
-        assert_eq!(total, topics.unclaimed_bytes);
-    }
 }

@@ -9,11 +9,13 @@
 
 mod endpoint;
 mod error;
+mod reserved;
 mod subscription;
+mod topics;
 
 pub use endpoint::Messenger;
-pub(crate) use endpoint::RESERVED_REFUSAL;
 pub use error::MessageError;
+pub(crate) use reserved::RESERVED_REFUSAL;
 pub use subscription::{Received, Subscription};
 
 /// Messages kept per topic for a subscriber that has not subscribed yet; past this the oldest

@@ -1,6 +1,9 @@
 //! The master's private runtime directory: mode 0700, unique per master, removed when the master
 //! ends. Directories left by masters that died (SIGKILL) are removed at the next start.
 //!
+//! One concept despite its length: the directory's whole life (create, check its owner and mode,
+//! recreate, find stale ones, remove), about a third of it tests of those checks.
+//!
 //! The directory is the first defence of the Library's socket: only its owner can reach a socket
 //! inside it. So it is created only under a base directory that other users cannot tamper with
 //! (one they cannot write to, or a sticky one like `/tmp`, where they cannot rename or remove
