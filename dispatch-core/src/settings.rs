@@ -77,6 +77,11 @@ pub(crate) struct Settings {
     pub(crate) library_runtime: Runtime,
     /// Every worker's tokio runtime (read as `library_runtime` is).
     pub(crate) worker_runtime: Runtime,
+    /// Set by `dispatch::testing` in a master run from a `#[test]`: the arguments children get
+    /// instead of this process's (they make the test binary run only that test). The master
+    /// then also leaves the process's signals alone. Only the master reads it: not sent.
+    #[serde(skip)]
+    pub(crate) test_child_args: Option<Vec<std::ffi::OsString>>,
 }
 
 impl Default for Settings {
@@ -108,6 +113,7 @@ impl Default for Settings {
             published_bytes: 16 << 20,
             library_runtime: Runtime::default(),
             worker_runtime: Runtime::default(),
+            test_child_args: None,
         }
     }
 }
