@@ -75,6 +75,7 @@
 //! crate the binary uses (a crate nothing references is not linked, and its services are
 //! silently absent; the Library logs the services it found).
 
+pub use dispatch_core::testing;
 pub use dispatch_core::{
     admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
     LogFormat, Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats,

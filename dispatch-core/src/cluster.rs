@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+pub mod testing;
+
 /// Whether `Cluster::run` was called in this process: a second call is an error.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
@@ -395,7 +397,8 @@ impl Cluster {
     /// # Errors
     /// In the master, [`ClusterError`] says which process failed and how.
     /// [`ClusterError::InsideRuntime`] when called inside a tokio runtime, and
-    /// [`ClusterError::AlreadyRunning`] when `run` was already called in this process.
+    /// [`ClusterError::AlreadyRunning`] when `run` was already called in this process (in a
+    /// `#[test]`, use [`testing::run`](crate::testing::run)).
     pub fn run<F, Fut, E>(self, app: F) -> Result<(), ClusterError>
     where
         F: FnOnce(Worker) -> Fut,
@@ -408,11 +411,41 @@ impl Cluster {
         if RUNNING.swap(true, Ordering::SeqCst) {
             return Err(ClusterError::AlreadyRunning);
         }
+        self.play(app)
+    }
+
+    /// [`Cluster::run`] for `dispatch::testing`: the master re-executes the test binary with
+    /// `child_args`, and may run beside other masters of the same test process.
+    pub(crate) fn run_in_test<F, Fut, E>(
+        mut self,
+        child_args: Vec<std::ffi::OsString>,
+        app: F,
+    ) -> Result<(), ClusterError>
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ClusterError::InsideRuntime);
+        }
+        self.settings.test_child_args = Some(child_args);
+        self.play(app)
+    }
+
+    /// Plays this process's role (the body of [`Cluster::run`]).
+    fn play<F, Fut, E>(self, app: F) -> Result<(), ClusterError>
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let launch = Launch::take_from_env()?;
         if launch != Launch::Master {
             role::name_child_process();
         }
-        logging::init(self.settings.log_format);
+        let test_master = launch == Launch::Master && self.settings.test_child_args.is_some();
+        logging::init(self.settings.log_format, test_master);
         let worker_id = match &launch {
             Launch::Worker(env) => Some(env.worker_id),
             _ => None,

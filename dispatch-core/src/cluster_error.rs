@@ -113,9 +113,20 @@ pub enum ClusterError {
     /// `Cluster::run` was already called in this process.
     #[error(
         "Cluster::run was already called in this process: a process plays one role in one \
-         cluster (in tests, run each cluster from its own process)"
+         cluster (in a `#[test]`, start the cluster with `dispatch::testing::run`)"
     )]
     AlreadyRunning,
+    /// `dispatch::testing::run` could not tell which test called it.
+    #[error(
+        "dispatch::testing::run cannot tell which test is running: it was called on thread \
+         {thread:?}, not on a thread the test harness named after the test (the harness runs \
+         tests on the main thread with --test-threads=1, and threads you start have their own \
+         names); call dispatch::testing::run_named(\"path::to::test\", ...) instead"
+    )]
+    UnknownTest {
+        /// The name of the calling thread, if it has one.
+        thread: Option<String>,
+    },
     /// A process of the cluster broke the control protocol.
     #[error("protocol error: {message}")]
     Protocol {

@@ -55,7 +55,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | `cluster` | the [`Cluster`] builder and `run`: the only module that knows every role |
+//! | `cluster` | the [`Cluster`] builder and `run`: the only module that knows every role; [`testing`]: a cluster run from a `#[test]` |
 //! | `master/`, `library/`, `worker/`, `config/` | the three roles, and the host's shared configuration |
 //! | `admin/` | the operator's side: requests, replies, finding a running cluster |
 //! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
@@ -85,7 +85,7 @@ mod worker;
 pub mod __private;
 
 pub use admin::{ClusterStatus, ProcessStatus};
-pub use cluster::Cluster;
+pub use cluster::{testing, Cluster};
 pub use cluster_error::ClusterError;
 pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned};
 pub use error::Error;

@@ -77,6 +77,11 @@ pub(crate) struct Settings {
     pub(crate) library_runtime: Runtime,
     /// Every worker's tokio runtime (read as `library_runtime` is).
     pub(crate) worker_runtime: Runtime,
+    /// Set by `dispatch::testing` in a master run from a `#[test]`: the arguments children get
+    /// instead of this process's (they make the test binary run only that test). The master
+    /// then also leaves the process's signals alone. Only the master reads it: not sent.
+    #[serde(skip)]
+    pub(crate) test_child_args: Option<Vec<std::ffi::OsString>>,
     /// What the data plane and the messenger may hold in memory (issue 12).
     pub(crate) budgets: DataBudgets,
 }
@@ -140,6 +145,7 @@ impl Default for Settings {
             library_runtime: Runtime::default(),
             worker_runtime: Runtime::default(),
             budgets: DataBudgets::default(),
+            test_child_args: None,
         }
     }
 }

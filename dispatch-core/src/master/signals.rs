@@ -1,5 +1,8 @@
 //! The signals the master acts on: SIGTERM, SIGINT and SIGQUIT stop the cluster gracefully (a
 //! second one while stopping kills at once); SIGHUP starts a rolling reload.
+//!
+//! A master run by `dispatch::testing` installs none: the handlers would outlive its test (tokio
+//! never uninstalls them) and keep Ctrl-C from ending the test binary.
 
 use crate::cluster_error::ClusterError;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -13,9 +16,14 @@ pub(crate) enum MasterSignal {
     Reload,
 }
 
-/// The master's signal handlers.
+/// The master's signal handlers, if it installed them.
 #[derive(Debug)]
 pub(crate) struct MasterSignals {
+    handlers: Option<Handlers>,
+}
+
+#[derive(Debug)]
+struct Handlers {
     term: Signal,
     int: Signal,
     quit: Signal,
@@ -23,25 +31,34 @@ pub(crate) struct MasterSignals {
 }
 
 impl MasterSignals {
-    pub(crate) fn install() -> Result<Self, ClusterError> {
+    /// Installs the handlers, or (`enabled` false) none: then [`recv`](Self::recv) never returns.
+    pub(crate) fn install(enabled: bool) -> Result<Self, ClusterError> {
+        if !enabled {
+            return Ok(MasterSignals { handlers: None });
+        }
         let install = |kind: SignalKind| {
             signal(kind).map_err(|e| ClusterError::io("cannot install a signal handler", e))
         };
         Ok(MasterSignals {
-            term: install(SignalKind::terminate())?,
-            int: install(SignalKind::interrupt())?,
-            quit: install(SignalKind::quit())?,
-            hup: install(SignalKind::hangup())?,
+            handlers: Some(Handlers {
+                term: install(SignalKind::terminate())?,
+                int: install(SignalKind::interrupt())?,
+                quit: install(SignalKind::quit())?,
+                hup: install(SignalKind::hangup())?,
+            }),
         })
     }
 
     /// The next signal.
     pub(crate) async fn recv(&mut self) -> MasterSignal {
+        let Some(h) = &mut self.handlers else {
+            return std::future::pending().await;
+        };
         tokio::select! {
-            _ = self.term.recv() => MasterSignal::Stop("SIGTERM"),
-            _ = self.int.recv() => MasterSignal::Stop("SIGINT"),
-            _ = self.quit.recv() => MasterSignal::Stop("SIGQUIT"),
-            _ = self.hup.recv() => MasterSignal::Reload,
+            _ = h.term.recv() => MasterSignal::Stop("SIGTERM"),
+            _ = h.int.recv() => MasterSignal::Stop("SIGINT"),
+            _ = h.quit.recv() => MasterSignal::Stop("SIGQUIT"),
+            _ = h.hup.recv() => MasterSignal::Reload,
         }
     }
 }

@@ -135,6 +135,9 @@ impl Master {
         let (events_tx, events) = mpsc::unbounded_channel();
         let workers = (0..config.workers).map(|_| Slot::default()).collect();
         let mail = Mailboxes::new(config.message_queue_limit, config.child_queue_bytes);
+        // A test's master leaves the signals to the test harness: tokio's handlers are never
+        // uninstalled, and Ctrl-C must still end `cargo test`.
+        let signals = MasterSignals::install(config.test_child_args.is_none())?;
         Ok(Master {
             config,
             init,
@@ -154,7 +157,7 @@ impl Master {
             started: Instant::now(),
             events_tx,
             events,
-            signals: MasterSignals::install()?,
+            signals,
             commands,
             admin,
         })
@@ -165,7 +168,8 @@ impl Master {
         // bind its socket, a worker cannot reach it).
         self.ensure_runtime_dir()?;
         let listeners = self.listeners.raw_fds();
-        let spawned = spawn_child(kind, self.dir.path(), &listeners)?;
+        let args = self.config.test_child_args.as_deref();
+        let spawned = spawn_child(kind, self.dir.path(), &listeners, args)?;
         let budget = self.config.child_queue_bytes;
         let handle = ChildHandle::watch(kind, spawned, budget, self.events_tx.clone());
         let pid = handle.pid;

@@ -8,27 +8,46 @@ use tracing::Span;
 
 /// Installs a stderr subscriber filtered by `RUST_LOG`, unless the application installed one,
 /// and routes panics through `tracing` so they carry the process's span.
-pub(crate) fn init(format: LogFormat) {
+///
+/// In a master run by `dispatch::testing` (`in_test`), the subscriber writes through the test
+/// harness's capture (its lines show with the test's output) and the panic hook is left alone,
+/// so a failing test reports as usual.
+pub(crate) fn init(format: LogFormat, in_test: bool) {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, TestWriter};
     use tracing_subscriber::EnvFilter;
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
     let json = format == LogFormat::Json
         || std::env::var("DISPATCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let writer = || {
+        if in_test {
+            BoxMakeWriter::new(TestWriter::new())
+        } else {
+            BoxMakeWriter::new(std::io::stderr)
+        }
+    };
     let _ = if json {
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_env_filter(filter())
-            .with_writer(std::io::stderr)
+            .with_writer(writer())
             .try_init()
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_writer(writer())
+            .with_ansi(
+                !in_test
+                    && std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
             .try_init()
     };
+    if in_test {
+        return;
+    }
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(target: "dispatch::panic", "{info}");
     }));

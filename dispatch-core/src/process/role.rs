@@ -100,8 +100,8 @@ pub(crate) struct ChildEnv {
 }
 
 impl Launch {
-    /// Reads the role from the environment and removes the variables, so that processes this
-    /// one starts (a worker's own child processes) are not mistaken for cluster members.
+    /// Reads the role from the environment and, in a child, removes the variables, so that
+    /// processes this one starts (a worker's own child processes) are not mistaken for cluster members.
     pub(crate) fn take_from_env() -> Result<Launch, ClusterError> {
         let role = std::env::var(ENV_ROLE).ok();
         let vars = [
@@ -129,8 +129,13 @@ impl Launch {
                 ),
             }),
         };
-        for name in vars {
-            std::env::remove_var(name);
+        // A master (no role set) leaves its environment alone: it may be one of several test
+        // masters in threads of one process (`dispatch::testing`), where changing the
+        // environment races with the other threads.
+        if role.is_some() {
+            for name in vars {
+                std::env::remove_var(name);
+            }
         }
         if let Ok(launch) = &result {
             let _ = ROLE.set(launch.role());

@@ -7,6 +7,7 @@
 use super::fds::{dup_high, into_tokio};
 use super::role::{self, CONTROL_FD, LISTEN_FD_START};
 use crate::cluster_error::ClusterError;
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt as _;
@@ -42,7 +43,8 @@ pub(crate) struct Spawned {
 }
 
 /// Starts `kind` by re-executing `/proc/self/exe` (which survives the binary being replaced on
-/// disk) with this process's arguments.
+/// disk) with this process's arguments, or with `args` when given (after the same `argv[0]`):
+/// `dispatch::testing` makes the test binary run only the test that started the cluster.
 ///
 /// Must be called from a thread that outlives the child: the parent-death signal fires when the
 /// *thread* that forked exits. The master calls it from the thread that runs the cluster.
@@ -53,6 +55,7 @@ pub(crate) fn spawn_child(
     kind: ChildKind,
     runtime_dir: &Path,
     listeners: &[RawFd],
+    args: Option<&[OsString]>,
 ) -> Result<Spawned, ClusterError> {
     let label = kind.label();
     let (master_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
@@ -76,13 +79,16 @@ pub(crate) fn spawn_child(
     };
     let master_pid = nix::unistd::getpid().as_raw();
 
-    let mut args = std::env::args_os();
+    let mut own = std::env::args_os();
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    if let Some(arg0) = args.next() {
+    if let Some(arg0) = own.next() {
         cmd.arg0(arg0);
     }
-    cmd.args(args)
-        .stdin(Stdio::null())
+    match args {
+        Some(args) => cmd.args(args),
+        None => cmd.args(own),
+    };
+    cmd.stdin(Stdio::null())
         .env(
             role::ENV_ROLE,
             match kind {
