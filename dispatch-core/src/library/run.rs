@@ -50,7 +50,7 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     let services = match started {
         Ok(s) => Arc::new(s),
         Err(reason) => {
-            tracing::error!("{reason}");
+            tracing::debug!("{reason}");
             link.report_failure(reason.clone()).await;
             return Err(ClusterError::LibraryInit { message: reason });
         }

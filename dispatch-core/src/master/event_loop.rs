@@ -72,15 +72,11 @@ impl Master {
                 msg: ToMaster::Failed { reason },
                 ..
             } => {
-                // The child's words: escaped, so that they cannot forge a log line.
+                // The child's words: escaped, so that they cannot forge a log line. Logged once,
+                // with its exit ("the library exited with code 2 before it was ready: …").
                 let reason = escape(&reason);
-                tracing::error!(pid, "the {} could not start: {reason}", kind.label());
+                tracing::debug!(pid, "the {} reported: {reason}", kind.label());
                 if let Some(p) = self.procs.get_mut(&pid) {
-                    if p.ready {
-                        tracing::error!(pid, "the {} failed: {reason}", kind.label());
-                    } else {
-                        tracing::error!(pid, "the {} could not start: {reason}", kind.label());
-                    }
                     p.failure = Some(reason);
                 }
                 Flow::Continue

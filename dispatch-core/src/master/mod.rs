@@ -66,6 +66,7 @@ pub(crate) async fn run(
     let result = master.supervise().await;
     match &result {
         Ok(()) => tracing::info!("cluster stopped"),
+        // The final message; the caller gets the same error back.
         Err(e) => tracing::error!("cluster failed: {e}"),
     }
     result
