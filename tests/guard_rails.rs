@@ -100,3 +100,35 @@ fn role_tells_each_process_what_it_is_before_run() {
         run.stdout
     );
 }
+
+#[test]
+fn log_dir_gives_each_process_its_own_file_of_whole_lines() {
+    let dir = std::env::temp_dir().join(format!("guards-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let run = Cluster::start_bin(guards(), &["log-dir", &dir_arg], &[]).wait(LIMIT);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let (library, worker) = (read("library.log"), read("worker-0.log"));
+    let _ = std::fs::remove_dir_all(&dir);
+    run.assert_success();
+    assert!(library.contains("library ready"), "library.log: {library}");
+    assert!(!library.contains("long line"), "library.log: {library}");
+    let long = format!("long line from worker 0: {} end", "x".repeat(64 << 10));
+    assert!(
+        worker.lines().any(|l| l == long),
+        "worker-0.log holds the 64 KiB line whole, on a line of its own"
+    );
+    assert!(
+        worker.contains("worker ready"),
+        "worker-0.log: {worker:.300}"
+    );
+    // The master keeps its own stdout and stderr, without the children's lines.
+    assert!(run.stderr.contains("cluster ready"), "{}", run.stderr);
+    assert!(!run.stderr.contains("worker ready"), "{}", run.stderr);
+    assert!(!run.stdout.contains("long line"), "{:.300}", run.stdout);
+    println!(
+        "measured: library.log {} bytes, worker-0.log {} bytes",
+        library.len(),
+        worker.len()
+    );
+}

@@ -304,6 +304,22 @@ impl Cluster {
         self
     }
 
+    /// Writes each child's stdout and stderr to its own file in `dir` (created if missing):
+    /// `library.log` and `worker-<id>.log`, appended to across restarts and reloads, as Egg
+    /// writes one log per process. Each file holds one process slot's lines, whole and in
+    /// order; the master keeps its own stdout and stderr. The files are not rotated: use
+    /// `logrotate` with `copytruncate` (the children write with `O_APPEND`).
+    ///
+    /// Default: children share the master's stdout and stderr. There, a `tracing` event is
+    /// formatted whole and written at once, a `println!` line that fits the standard library's
+    /// 1 KiB line buffer too, and a pipe keeps writes of up to 4 KiB whole, so such lines do not
+    /// interleave mid-line; longer ones may, and a `println!` line names no process: choose
+    /// `log_dir` when either matters.
+    pub fn log_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.settings.log_dir = Some(dir.into());
+        self
+    }
+
     /// The Library's tokio runtime. Default [`Runtime::CurrentThread`]: the cheapest per call,
     /// but a service method that blocks its thread (a plain `fn` not marked `#[blocking]`, a
     /// busy loop in an `async fn`, building a huge reply) holds up every call of every worker

@@ -60,6 +60,8 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     /// Where the master serves Prometheus metrics, if anywhere.
     pub(crate) metrics_addr: Option<String>,
+    /// Where each child's stdout and stderr go, one file per slot; `None`: the master's own.
+    pub(crate) log_dir: Option<std::path::PathBuf>,
     /// How long a ready child may go without a heartbeat before it is killed as unresponsive;
     /// `None`: no liveness watchdog.
     pub(crate) liveness_timeout: Option<Duration>,
@@ -137,6 +139,7 @@ impl Default for Settings {
             method_metrics: true,
             log_format: LogFormat::default(),
             metrics_addr: None,
+            log_dir: None,
             liveness_timeout: Some(Duration::from_secs(10)),
             child_queue_bytes: 64 << 20,
             child_queue_timeout: Duration::from_secs(10),

@@ -54,6 +54,11 @@ pub(crate) async fn run(
         prometheus::start(addr, admin.clone())?;
     }
     admin_socket::start(dir.path(), &settings.name(), admin.clone())?;
+    if let Some(dir) = &settings.log_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ClusterError::io(format!("cannot create the log dir {}", dir.display()), e)
+        })?;
+    }
     let listeners = SharedListeners::bind(&settings.listen)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,

@@ -169,7 +169,13 @@ impl Master {
         self.ensure_runtime_dir()?;
         let listeners = self.listeners.raw_fds();
         let args = self.config.test_child_args.as_deref();
-        let spawned = spawn_child(kind, self.dir.path(), &listeners, args)?;
+        let log_file = self.config.log_dir.as_ref().map(|dir| {
+            dir.join(match kind {
+                ChildKind::Library => "library.log".to_owned(),
+                ChildKind::Worker(id) => format!("worker-{id}.log"),
+            })
+        });
+        let spawned = spawn_child(kind, self.dir.path(), &listeners, args, log_file.as_deref())?;
         let budget = self.config.child_queue_bytes;
         let handle = ChildHandle::watch(kind, spawned, budget, self.events_tx.clone());
         let pid = handle.pid;

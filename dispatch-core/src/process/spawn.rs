@@ -56,6 +56,7 @@ pub(crate) fn spawn_child(
     runtime_dir: &Path,
     listeners: &[RawFd],
     args: Option<&[OsString]>,
+    log_file: Option<&Path>,
 ) -> Result<Spawned, ClusterError> {
     let label = kind.label();
     let (master_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
@@ -88,6 +89,20 @@ pub(crate) fn spawn_child(
         Some(args) => cmd.args(args),
         None => cmd.args(own),
     };
+    if let Some(path) = log_file {
+        // One file per process slot, appended to across restarts and reloads; O_APPEND keeps
+        // each write whole even when an old and a new process of the slot overlap.
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        };
+        let cannot =
+            |e| ClusterError::io(format!("cannot open the log file {}", path.display()), e);
+        cmd.stdout(open().map_err(cannot)?)
+            .stderr(open().map_err(cannot)?);
+    }
     cmd.stdin(Stdio::null())
         .env(
             role::ENV_ROLE,
