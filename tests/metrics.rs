@@ -92,6 +92,10 @@ fn the_endpoint_passes_promtool_and_counts_what_the_cluster_did() {
     assert_eq!(sample(&body, count), Some(CALLS as f64), "{body}");
     let restarts = r#"dispatch_process_restarts_total{role="library"}"#;
     assert_eq!(sample(&body, restarts), Some(0.0), "{body}");
+    let budget = r#"dispatch_process_queue_budget_bytes{role="worker",worker_id="1"}"#;
+    assert_eq!(sample(&body, budget), Some((64 << 20) as f64), "{body}");
+    let queued = r#"dispatch_process_queued_bytes{role="library"}"#;
+    assert!(sample(&body, queued).is_some(), "{body}");
     let worker_calls = r#"dispatch_process_calls_total{role="worker",worker_id="0"}"#;
     assert_eq!(sample(&body, worker_calls), Some(CALLS as f64), "{body}");
     println!(

@@ -296,7 +296,8 @@ impl Cluster {
     /// Serves Prometheus metrics on `addr` (`"127.0.0.1:9100"`; port 0 picks a free one, logged
     /// as `metrics on http://…/metrics`): `GET /metrics` answers in the Prometheus text format
     /// with, per process (labels `role`, `worker_id`), its restarts, state, resident memory,
-    /// uptime, calls and calls in flight, and per service method (labels `service`, `method`)
+    /// uptime, calls and calls in flight, the master's queue for it and its budget, and per
+    /// service method (labels `service`, `method`)
     /// its calls, errors by kind and a latency histogram. The master serves it; a scrape asks
     /// every process for its counters, as `dispatchctl status --methods` does. Default: off.
     pub fn metrics_addr(mut self, addr: impl Into<String>) -> Self {

@@ -238,6 +238,9 @@ mod tests {
             calls: answered.then_some(42),
             in_flight: answered.then_some(0),
             last_failure: None,
+            queued_bytes: 0,
+            queued_messages: 0,
+            queue_budget_bytes: 64 << 20,
         }
     }
 

@@ -48,4 +48,13 @@ pub struct ProcessStatus {
     /// control protocol: …`), if one did.
     #[serde(default)]
     pub last_failure: Option<String>,
+    /// Bytes of messages the master holds for this process now (its outgoing control queue).
+    #[serde(default)]
+    pub queued_bytes: u64,
+    /// Messages the master holds for this process now.
+    #[serde(default)]
+    pub queued_messages: u64,
+    /// The master's budget for that queue (`Cluster::child_queue_bytes`).
+    #[serde(default)]
+    pub queue_budget_bytes: u64,
 }

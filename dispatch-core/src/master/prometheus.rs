@@ -177,6 +177,10 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
     let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let calls = Family::<Labels, Counter>::default();
     let in_flight = Family::<Labels, Gauge>::default();
+    let queued_bytes = Family::<Labels, Gauge>::default();
+    let queued_messages = Family::<Labels, Gauge>::default();
+    let queue_budget = Family::<Labels, Gauge>::default();
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     for p in &status.processes {
         let labels = process_labels(&p.role, p.worker_id);
         restarts
@@ -196,10 +200,17 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
             calls.get_or_create(&labels).inc_by(n);
         }
         if let Some(n) = p.in_flight {
-            in_flight
-                .get_or_create(&labels)
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            in_flight.get_or_create(&labels).set(gauge(n));
         }
+        queued_bytes
+            .get_or_create(&labels)
+            .set(gauge(p.queued_bytes));
+        queued_messages
+            .get_or_create(&labels)
+            .set(gauge(p.queued_messages));
+        queue_budget
+            .get_or_create(&labels)
+            .set(gauge(p.queue_budget_bytes));
     }
     registry.register(
         "process_restarts",
@@ -230,6 +241,22 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
         "process_calls_in_flight",
         "Calls running (the Library) or waiting for a reply (a worker) now",
         in_flight,
+    );
+
+    registry.register(
+        "process_queued_bytes",
+        "Bytes of messages the master holds for the process now (its control queue)",
+        queued_bytes,
+    );
+    registry.register(
+        "process_queued_messages",
+        "Messages the master holds for the process now",
+        queued_messages,
+    );
+    registry.register(
+        "process_queue_budget_bytes",
+        "The master's byte budget for the process's queue (Cluster::child_queue_bytes)",
+        queue_budget,
     );
 
     let method_calls = Family::<Labels, Counter>::default();

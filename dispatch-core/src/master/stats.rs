@@ -50,6 +50,7 @@ impl Master {
                     (Part::Current, true) => "ready",
                     (Part::Current, false) => "starting",
                 };
+                let queued = p.handle.queued();
                 ProcessStatus {
                     role: role.to_owned(),
                     worker_id,
@@ -61,6 +62,9 @@ impl Master {
                     calls: None,
                     in_flight: None,
                     last_failure: slot.last_failure.clone(),
+                    queued_bytes: queued.bytes as u64,
+                    queued_messages: queued.messages as u64,
+                    queue_budget_bytes: self.config.child_queue_bytes as u64,
                 }
             })
             .collect();
