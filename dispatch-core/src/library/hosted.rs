@@ -17,14 +17,15 @@ use std::time::Instant;
 /// One live service and the metrics of its methods.
 struct Hosted {
     instance: Arc<dyn ErasedService>,
-    /// `None` with metrics off.
-    methods: Option<HashMap<&'static str, Method>>,
-    /// Calls running now, by method (kept with metrics off too: the heartbeat reports them).
-    running: HashMap<&'static str, AtomicU64>,
+    /// Its methods: one lookup per call finds the running count and the metrics.
+    methods: HashMap<&'static str, Method>,
 }
 
 struct Method {
-    metrics: MethodMetrics,
+    /// Calls running now (kept with metrics off too: the heartbeat reports them).
+    running: AtomicU64,
+    /// `None` with metrics off.
+    metrics: Option<MethodMetrics>,
     /// Returns `Result<T, E>`: a reply starting with bincode's `Err` tag is the service's error.
     fallible: bool,
 }
@@ -66,25 +67,12 @@ impl Services {
         for (reg, outcome) in futures::future::join_all(inits).await {
             match outcome {
                 Ok(instance) => {
-                    let methods = metrics.then(|| {
-                        reg.methods
-                            .iter()
-                            .map(|m| (m.name, Method::new(m)))
-                            .collect()
-                    });
-                    let running = reg
+                    let methods = reg
                         .methods
                         .iter()
-                        .map(|m| (m.name, AtomicU64::new(0)))
+                        .map(|m| (m.name, Method::new(m, metrics)))
                         .collect();
-                    by_name.insert(
-                        reg.name,
-                        Hosted {
-                            instance,
-                            methods,
-                            running,
-                        },
-                    );
+                    by_name.insert(reg.name, Hosted { instance, methods });
                 }
                 Err(message) => failures.push(format!(
                     "service `{}` ({}) failed to initialise: {message}",
@@ -123,21 +111,18 @@ impl Services {
         let started = Instant::now();
         // Counted down on drop: a call cut at its deadline is dropped, not finished.
         let _running = crate::metrics::InFlight::start(&self.in_flight);
-        let _method_running = hosted
-            .running
-            .get(method.as_str())
-            .map(crate::metrics::InFlight::start);
+        let entry = hosted.methods.get(method.as_str());
+        let _method_running = entry.map(|m| crate::metrics::InFlight::start(&m.running));
         let (result, ended) = self
             .run(hosted, &service, &method, args.into_vec(), started)
             .await;
         self.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(m) = hosted.methods.as_ref().and_then(|m| m.get(method.as_str())) {
+        if let Some((m, metrics)) = entry.and_then(|m| Some((m, m.metrics.as_ref()?))) {
             let outcome = match &result {
                 Ok(reply) if m.fallible && reply.first() == Some(&1) => Outcome::ServiceError,
                 other => Outcome::of(other),
             };
-            m.metrics
-                .record(outcome, ended.saturating_duration_since(started));
+            metrics.record(outcome, ended.saturating_duration_since(started));
         }
         result
     }
@@ -212,8 +197,8 @@ impl Services {
         self.by_name
             .iter()
             .flat_map(|(service, hosted)| {
-                hosted.running.iter().filter_map(move |(method, n)| {
-                    let n = n.load(Ordering::Relaxed);
+                hosted.methods.iter().filter_map(move |(method, m)| {
+                    let n = m.running.load(Ordering::Relaxed);
                     (n > 0).then(|| (format!("{service}.{method}"), n))
                 })
             })
@@ -226,10 +211,10 @@ impl Services {
             .by_name
             .iter()
             .flat_map(|(service, hosted)| {
-                hosted.methods.iter().flat_map(move |methods| {
-                    methods
-                        .iter()
-                        .map(move |(name, m)| m.metrics.snapshot(service, name))
+                hosted.methods.iter().filter_map(move |(name, m)| {
+                    m.metrics
+                        .as_ref()
+                        .map(|metrics| metrics.snapshot(service, name))
                 })
             })
             .collect();
@@ -276,9 +261,10 @@ impl Services {
 }
 
 impl Method {
-    fn new(info: &MethodInfo) -> Self {
+    fn new(info: &MethodInfo, metrics: bool) -> Self {
         Method {
-            metrics: MethodMetrics::default(),
+            running: AtomicU64::new(0),
+            metrics: metrics.then(MethodMetrics::default),
             fallible: returns_result(info.signature),
         }
     }
