@@ -256,6 +256,7 @@ fn call_frame(id: u64, key: &[u8]) -> Vec<u8> {
             service: "tally".into(),
             method: "hit".into(),
             args: serde_bytes::ByteBuf::from(key.to_vec()),
+            trace: None,
         },
     });
     frame(&wire::codec::encode(&message).expect("encode"))
@@ -681,6 +682,7 @@ async fn a_deadline_beyond_the_timer_range_is_lowered_not_a_panic() {
                 service: "tally".into(),
                 method: "hit".into(),
                 args: serde_bytes::ByteBuf::from(key.to_vec()),
+                trace: None,
             },
         );
         let bytes = wire::codec::encode(&request).expect("encode");
