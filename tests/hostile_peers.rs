@@ -268,7 +268,7 @@ fn every_bad_peer_is_refused_and_the_workers_never_see_a_failure() {
     let refused = attack(
         &socket,
         "a wrong token",
-        &hello(1, &"0".repeat(32), 0),
+        &hello(2, &"0".repeat(32), 0),
         false,
         no_time,
         AT_ONCE,
@@ -288,7 +288,7 @@ fn every_bad_peer_is_refused_and_the_workers_never_see_a_failure() {
     attack(
         &socket,
         "an empty token",
-        &hello(1, "", 0),
+        &hello(2, "", 0),
         false,
         no_time,
         AT_ONCE,
@@ -363,7 +363,7 @@ fn every_bad_peer_is_refused_and_the_workers_never_see_a_failure() {
     // A hello dripped one byte at a time: one deadline covers the whole handshake.
     let started = Instant::now();
     let mut drip = UnixStream::connect(&socket).expect("connect");
-    for byte in hello(1, &"0".repeat(32), 0) {
+    for byte in hello(2, &"0".repeat(32), 0) {
         if drip.write_all(&[byte]).is_err() {
             break;
         }

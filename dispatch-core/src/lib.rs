@@ -65,6 +65,7 @@
 //! | `settings` | one settings type, from the builder to every child |
 
 pub mod admin;
+mod call_trace;
 mod cluster;
 mod cluster_error;
 mod config;

@@ -104,12 +104,13 @@ impl Cluster {
         env: &[(&str, &str)],
     ) -> Cluster {
         let mut cmd = Command::new(binary);
+        // RUST_LOG: the one in `env`, else the test's own, else `info`.
         cmd.args(args)
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

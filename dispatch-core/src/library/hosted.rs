@@ -104,6 +104,7 @@ impl Services {
             service,
             method,
             args,
+            trace: _,
         } = request;
         let Some(hosted) = self.by_name.get(service.as_str()) else {
             return Err(RemoteError::UnknownService { service });

@@ -256,6 +256,7 @@ fn call_frame(id: u64, key: &[u8]) -> Vec<u8> {
             service: "tally".into(),
             method: "hit".into(),
             args: serde_bytes::ByteBuf::from(key.to_vec()),
+            trace: None,
         },
     });
     frame(&wire::codec::encode(&message).expect("encode"))
@@ -428,7 +429,7 @@ async fn every_malformed_first_frame_is_refused_while_a_worker_keeps_calling() {
         ),
         (
             "truncated hello, then end of stream",
-            hello_frame(1, TOKEN, 1)[..20].to_vec(),
+            hello_frame(wire::PROTOCOL_VERSION, TOKEN, 1)[..20].to_vec(),
             true,
             quick,
         ),
@@ -470,7 +471,7 @@ async fn every_malformed_first_frame_is_refused_while_a_worker_keeps_calling() {
 
     // A peer that drips a valid hello too slowly is cut at one deadline for the whole handshake.
     let (mut reader, mut writer) = lib.raw().await.into_split();
-    let hello = hello_frame(1, TOKEN, 1);
+    let hello = hello_frame(wire::PROTOCOL_VERSION, TOKEN, 1);
     let drip = tokio::spawn(async move {
         for byte in hello {
             if writer.write_all(&[byte]).await.is_err() {
@@ -525,7 +526,7 @@ async fn nothing_an_unauthenticated_peer_sends_reaches_a_service() {
 
     // A wrong token, with calls pipelined behind it.
     let mut s = lib.raw().await;
-    let mut bytes = hello_frame(1, "not the token", 1);
+    let mut bytes = hello_frame(wire::PROTOCOL_VERSION, "not the token", 1);
     for id in 0..10 {
         bytes.extend(call_frame(id, keys[1]));
     }
@@ -534,7 +535,7 @@ async fn nothing_an_unauthenticated_peer_sends_reaches_a_service() {
 
     // Another protocol version with the right token, calls pipelined.
     let mut s = lib.raw().await;
-    let mut bytes = hello_frame(2, TOKEN, 1);
+    let mut bytes = hello_frame(wire::PROTOCOL_VERSION + 1, TOKEN, 1);
     bytes.extend(call_frame(1, keys[2]));
     let _ = s.write_all(&bytes).await;
     closed_within(&mut s, Duration::from_secs(2)).await;
@@ -542,7 +543,7 @@ async fn nothing_an_unauthenticated_peer_sends_reaches_a_service() {
     // The control: the right hello and the same kind of frame.
     let s = lib.raw().await;
     let mut framed = wire::framed(s, 1 << 17);
-    let mut bytes = hello_frame(1, TOKEN, 1);
+    let mut bytes = hello_frame(wire::PROTOCOL_VERSION, TOKEN, 1);
     bytes.extend(call_frame(1, keys[3]));
     framed.get_mut().write_all(&bytes).await.expect("write");
     let welcome = framed.next().await.expect("welcome").expect("welcome");
@@ -681,6 +682,7 @@ async fn a_deadline_beyond_the_timer_range_is_lowered_not_a_panic() {
                 service: "tally".into(),
                 method: "hit".into(),
                 args: serde_bytes::ByteBuf::from(key.to_vec()),
+                trace: None,
             },
         );
         let bytes = wire::codec::encode(&request).expect("encode");
@@ -807,7 +809,9 @@ async fn a_worker_refused_by_the_cap_retries_until_a_slot_frees() {
 async fn authenticated(lib: &Lib, worker_id: u32) -> wire::Framing {
     let mut framed = wire::framed(lib.raw().await, 1 << 17);
     framed
-        .send(Bytes::from(hello_frame(1, TOKEN, worker_id)[4..].to_vec()))
+        .send(Bytes::from(
+            hello_frame(wire::PROTOCOL_VERSION, TOKEN, worker_id)[4..].to_vec(),
+        ))
         .await
         .expect("hello");
     let welcome = framed.next().await.expect("welcome").expect("welcome");
@@ -920,7 +924,7 @@ fn the_handshake_refuses_arbitrary_first_bytes() {
         .expect("runtime");
     let lib = rt.block_on(Lib::start(serve_config()));
     let caller = rt.block_on(async { Caller::start(lib.agent().await) });
-    let hello = hello_frame(1, TOKEN, 1);
+    let hello = hello_frame(wire::PROTOCOL_VERSION, TOKEN, 1);
     let bytes = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..512),
         // A real hello with a few bytes changed (some changes leave a valid hello: another

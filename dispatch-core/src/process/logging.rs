@@ -1,6 +1,7 @@
 //! Logs: `tracing`, with every process's events inside a span carrying its role, worker id and
 //! pid. `RUST_LOG` selects what is shown (default `info`, with tarpc's own logs off: every failure
-//! it logs reaches the caller as a typed error).
+//! it logs reaches the caller as a typed error; and the spans of calls, `dispatch::call`, off
+//! unless `RUST_LOG` names them: a line per call, and work on every call, only when asked for).
 
 use crate::settings::{LogFormat, Runtime};
 use std::io::IsTerminal;
@@ -15,8 +16,17 @@ use tracing::Span;
 pub(crate) fn init(format: LogFormat, in_test: bool) {
     use tracing_subscriber::fmt::writer::{BoxMakeWriter, TestWriter};
     use tracing_subscriber::EnvFilter;
-    let filter =
-        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
+    // The spans of calls (`dispatch::call`, a line per call and work on every call) only when
+    // RUST_LOG names them: `RUST_LOG=info` alone leaves them off.
+    let filter = || {
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tarpc=off"));
+        let named = std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains("dispatch::call"));
+        match "dispatch::call=off".parse() {
+            Ok(off) if !named => filter.add_directive(off),
+            _ => filter,
+        }
+    };
     let json = format == LogFormat::Json
         || std::env::var("DISPATCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let writer = || {

@@ -15,7 +15,7 @@ use tarpc::{ClientMessage, Response};
 use tokio::net::UnixStream;
 
 /// Version of this protocol; an Agent and a Library of different versions refuse each other.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes of a frame not available to a call's payload: the tarpc envelope (request id, context,
 /// service and method names) takes at most this much.
@@ -72,6 +72,23 @@ pub(crate) struct CallRequest {
     pub(crate) method: String,
     /// The bincode-encoded argument tuple.
     pub(crate) args: ByteBuf,
+    /// The caller's `dispatch::call` span, when the worker traces its calls (one byte when it
+    /// does not). tarpc's own `Context::trace_context` is not enough: its client and server
+    /// both replace the span id with one of their own unless an OpenTelemetry layer is
+    /// installed, so only the trace id would survive.
+    pub(crate) trace: Option<TraceParent>,
+}
+
+/// Where a call sits in a trace: the trace and the caller's span (its id becomes the parent of
+/// the Library's span of the call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TraceParent {
+    /// The trace's id (never 0).
+    pub(crate) trace_id: u128,
+    /// The caller's span id (never 0).
+    pub(crate) span_id: u64,
+    /// Whether the caller's trace is sampled (OpenTelemetry).
+    pub(crate) sampled: bool,
 }
 
 impl tarpc::RequestName for CallRequest {

@@ -158,6 +158,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         service: "demo".into(),
         method: "add".into(),
         args: serde_bytes::ByteBuf::from(codec::encode(&(40_i64, 2_i64)).expect("args")),
+        trace: None,
     };
     let mut context = tarpc::context::current();
     context.deadline = Instant::now() + Duration::from_secs(3);
@@ -397,6 +398,7 @@ fn deadlines_are_lowered_whatever_their_size() {
                     service: "demo".into(),
                     method: method.clone(),
                     args: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
+                    trace: None,
                 },
             );
             let bytes = codec::encode(&request).expect("encode");

@@ -3,6 +3,7 @@
 
 use super::link::{keep_connected, open_link, Link, LinkError};
 use super::service_client::ServiceClient;
+use crate::call_trace;
 use crate::cluster_error::ClusterError;
 use crate::error::Error;
 use crate::service::Manifest;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 static AGENT: OnceCell<Agent> = OnceCell::new();
 
@@ -146,12 +148,37 @@ impl Agent {
     }
 
     /// Sends one call and waits for its reply or its deadline (`timeout`, or the Agent's default).
+    ///
+    /// When a subscriber wants `dispatch::call` spans, the call runs in a `call` span whose ids
+    /// travel with it, so the Library's span of the call joins the same trace; otherwise nothing
+    /// of the kind is done.
     pub(crate) async fn call_raw(
         &self,
         service: &str,
         method: &str,
         args: Vec<u8>,
         timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        if !call_trace::enabled() {
+            return self.send_call(service, method, args, timeout, None).await;
+        }
+        let (span, parent) = call_trace::caller_span(service, method);
+        let result = self
+            .send_call(service, method, args, timeout, Some(parent))
+            .instrument(span.clone())
+            .await;
+        call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
+        result
+    }
+
+    /// The body of [`Agent::call_raw`]: `trace` is sent with the call.
+    async fn send_call(
+        &self,
+        service: &str,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Option<Duration>,
+        trace: Option<wire::TraceParent>,
     ) -> Result<Vec<u8>, Error> {
         if args.len() > self.payload_limit {
             return Err(Error::TooLarge {
@@ -182,6 +209,7 @@ impl Agent {
             service: service.to_owned(),
             method: method.to_owned(),
             args: ByteBuf::from(args),
+            trace,
         };
         match link.client.call(ctx, request).await {
             Ok(Ok(reply)) => Ok(reply.into_vec()),
