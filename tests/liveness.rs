@@ -36,6 +36,24 @@ fn wait_for(cluster: &support::Cluster, limit: Duration, what: impl Fn() -> bool
 }
 
 /// The Library pids the workers were answered by, from `RESULT library … pid=<p>` lines.
+/// Waits until both workers were served by a Library other than `old`; returns those calls'
+/// `(library pid, epoch ms)`.
+fn served_by_a_new_library(cluster: &support::Cluster, old: i32) -> Vec<(i32, u128)> {
+    let new = || -> Vec<(i32, u128)> {
+        libraries_seen(&cluster.stdout())
+            .into_iter()
+            .filter(|(pid, _)| *pid != old)
+            .collect()
+    };
+    wait_for(
+        cluster,
+        Duration::from_secs(30),
+        || new().len() >= 2,
+        "both workers served by the new library",
+    );
+    new()
+}
+
 fn libraries_seen(stdout: &str) -> Vec<(i32, u128)> {
     stdout
         .lines()
@@ -75,21 +93,8 @@ fn a_hung_library_is_killed_and_restarted_within_the_liveness_timeout() {
     cluster.await_log("library ready in", 2, Duration::from_secs(30));
     let restarted = stopped.elapsed();
     let at = epoch_ms() - restarted.as_millis();
-    wait_for(
-        &cluster,
-        Duration::from_secs(30),
-        || {
-            libraries_seen(&cluster.stdout())
-                .iter()
-                .filter(|(pid, _)| *pid != library)
-                .count()
-                >= 2
-        },
-        "both workers served by the new library",
-    );
-    let served = libraries_seen(&cluster.stdout())
+    let served = served_by_a_new_library(&cluster, library)
         .iter()
-        .filter(|(pid, _)| *pid != library)
         .map(|(_, ms)| ms.saturating_sub(at))
         .max()
         .unwrap_or(0);
@@ -285,21 +290,8 @@ fn a_removed_runtime_dir_is_recreated_before_the_library_restarts() {
     kill(Pid::from_raw(library), Signal::SIGKILL).expect("kill the library");
     cluster.await_log("library ready in", 2, Duration::from_secs(30));
     let ready_at = epoch_ms();
-    wait_for(
-        &cluster,
-        Duration::from_secs(30),
-        || {
-            libraries_seen(&cluster.stdout())
-                .iter()
-                .filter(|(pid, _)| *pid != library)
-                .count()
-                >= 2
-        },
-        "both workers served by the new library",
-    );
-    let served = libraries_seen(&cluster.stdout())
+    let served = served_by_a_new_library(&cluster, library)
         .iter()
-        .filter(|(pid, _)| *pid != library)
         .map(|(_, ms)| *ms as i128 - ready_at as i128)
         .max()
         .unwrap_or(0);
