@@ -5,14 +5,20 @@
 //! dispatchctl [--cluster NAME|PID] status [--methods] [--json]
 //! dispatchctl [--cluster NAME|PID] reload
 //! dispatchctl [--cluster NAME|PID] stop
+//! dispatchctl [--cluster NAME|PID] upgrade
 //! ```
+//!
+//! `upgrade` replaces every process of the cluster, the master included, by the build now on
+//! disk at the path the cluster was started from; it returns when the new master has taken
+//! over (printing its pid), or exits 1 with the reason when the new build failed and the old
+//! cluster serves on. Later commands find the new master by the cluster's name.
 
 use anyhow::{bail, Context, Result};
 use dispatch_core::admin::{discover, Request, Response};
 use dispatch_core::ClusterStatus;
 
 const USAGE: &str =
-    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload | stop>";
+    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload | stop | upgrade>";
 
 fn main() {
     if let Err(e) = run() {
@@ -36,6 +42,7 @@ fn run() -> Result<()> {
         "status" => Some(Request::Status { methods }),
         "reload" => Some(Request::Reload),
         "stop" => Some(Request::Stop),
+        "upgrade" => Some(Request::Upgrade),
         other => bail!("unknown command `{other}`\n{USAGE}"),
     };
     let found = discover()?;
@@ -45,8 +52,15 @@ fn run() -> Result<()> {
             println!("no cluster is running for this user");
         }
         for c in mine {
+            let phase = if c.retiring {
+                " (retiring after an upgrade)"
+            } else if c.upgrading {
+                " (upgrading: taking over)"
+            } else {
+                ""
+            };
             println!(
-                "{:<20} master pid {:<8} {}",
+                "{:<20} master pid {:<8} {}{phase}",
                 c.name,
                 c.master_pid,
                 c.dir.display()

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod upgrade;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;

@@ -1,7 +1,7 @@
 //! Finding the running clusters of this user: the runtime dirs of live masters that hold an
 //! admin socket.
 
-use super::{AdminError, Request, Response, NAME_FILE, SOCKET};
+use super::{AdminError, Request, Response, NAME_FILE, RETIRING_FILE, SOCKET, UPGRADING_FILE};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +19,23 @@ pub struct Found {
     pub dir: PathBuf,
     /// The uid owning it.
     pub owner: u32,
+    /// A master started by an upgrade that has not taken over yet (the old master of the
+    /// same name is the one to talk to).
+    pub upgrading: bool,
+    /// A master that handed over to a new one in an upgrade and is stopping.
+    pub retiring: bool,
+}
+
+impl Found {
+    /// How much a master is the one to talk to among masters of the same name: a plain one,
+    /// then one taking over in an upgrade, then one retiring.
+    fn standing(&self) -> u8 {
+        match (self.retiring, self.upgrading) {
+            (false, false) => 0,
+            (false, true) => 1,
+            (true, _) => 2,
+        }
+    }
 }
 
 /// Every cluster of this user found.
@@ -79,6 +96,8 @@ pub fn discover() -> Result<Discovered, AdminError> {
             clusters.push(Found {
                 name: cluster_name,
                 master_pid: pid,
+                upgrading: dir.join(UPGRADING_FILE).exists(),
+                retiring: dir.join(RETIRING_FILE).exists(),
                 dir,
                 owner: meta.uid(),
             });
@@ -117,12 +136,22 @@ impl Discovered {
                 names.join(", ")
             }
         };
-        let mine: Vec<&Found> = self.clusters.iter().filter(|c| c.owner == you).collect();
+        let all: Vec<&Found> = self.clusters.iter().filter(|c| c.owner == you).collect();
+        // During an upgrade two masters share a name: the one to talk to is the one serving
+        // (the old one until the new one has taken over, then the new one).
+        let mine: Vec<&Found> = all
+            .iter()
+            .copied()
+            .filter(|c| {
+                !all.iter()
+                    .any(|o| o.name == c.name && o.standing() < c.standing())
+            })
+            .collect();
         let chosen = match wanted {
             Some(w) => {
                 // A master pid is one cluster; a name may be several: then choosing one of
                 // them silently could stop the wrong one.
-                let by_pid = mine.iter().find(|c| c.master_pid.to_string() == w);
+                let by_pid = all.iter().find(|c| c.master_pid.to_string() == w);
                 let by_name: Vec<&Found> = mine.iter().copied().filter(|c| c.name == w).collect();
                 match (by_pid, by_name.as_slice()) {
                     (Some(c), _) => *c,
@@ -174,12 +203,17 @@ impl Discovered {
 }
 
 impl Found {
-    /// Sends `request` to the cluster's master and returns its answer (within 10 s).
+    /// Sends `request` to the cluster's master and returns its answer (within 10 s; an upgrade
+    /// is answered when it is over, bounded by the master's own deadlines, so within 10 min).
     ///
     /// # Errors
     /// When the master cannot be reached or does not answer properly.
     pub async fn request(&self, request: Request) -> Result<Response, AdminError> {
         let pid = self.master_pid;
+        let request_kind = match request {
+            Request::Upgrade => RequestKind::Upgrade,
+            _ => RequestKind::Other,
+        };
         let fail = |problem: String| AdminError::Master { pid, problem };
         let exchange = async {
             let stream = tokio::net::UnixStream::connect(self.dir.join(SOCKET))
@@ -199,8 +233,17 @@ impl Found {
             crate::wire::codec::decode::<Response>(&frame)
                 .map_err(|e| fail(format!("sent an undecodable answer: {e}")))
         };
-        tokio::time::timeout(Duration::from_secs(10), exchange)
+        let limit = match request_kind {
+            RequestKind::Upgrade => Duration::from_secs(600),
+            RequestKind::Other => Duration::from_secs(10),
+        };
+        tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| fail("did not answer within 10 s".into()))?
+            .map_err(|_| fail(format!("did not answer within {limit:?}")))?
     }
+}
+
+enum RequestKind {
+    Upgrade,
+    Other,
 }

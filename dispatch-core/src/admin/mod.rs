@@ -28,6 +28,10 @@ pub(crate) const SOCKET: &str = "admin.sock";
 pub(crate) const MAX_ADMIN_FRAME: usize = 4 << 20;
 /// The file holding the cluster's name, next to the socket.
 pub(crate) const NAME_FILE: &str = "name";
+/// Present in the runtime dir of a master started by an upgrade until it has taken over.
+pub(crate) const UPGRADING_FILE: &str = "upgrading";
+/// Present in the runtime dir of a master that handed over to a new one and is stopping.
+pub(crate) const RETIRING_FILE: &str = "retiring";
 
 /// A request to a master.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,11 @@ pub enum Request {
     Reload,
     /// Stop the cluster gracefully.
     Stop,
+    /// Replace every process, the master included, by the build now on disk at the path the
+    /// cluster was started from; answered when the new master has taken over
+    /// ([`Response::Done`], naming its pid) or the upgrade failed and the old cluster serves
+    /// on ([`Response::Refused`], with why).
+    Upgrade,
 }
 
 /// A master's answer.

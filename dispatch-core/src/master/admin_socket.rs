@@ -178,6 +178,18 @@ async fn answer(request: Request, commands: &mpsc::UnboundedSender<Command>) -> 
                 Err(_) => Response::Refused("the cluster is stopping".into()),
             }
         }
+        Request::Upgrade => {
+            tracing::info!("upgrade requested through the admin socket");
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Upgrade { reply: Some(tx) }).is_err() {
+                return Response::Refused("the cluster is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(pid)) => Response::Done(format!("upgraded: new master pid {pid}")),
+                Ok(Err(why)) => Response::Refused(format!("upgrade failed: {why}")),
+                Err(_) => Response::Refused("the cluster stopped during the upgrade".into()),
+            }
+        }
         Request::Stop => {
             tracing::info!("stop requested through the admin socket");
             match commands.send(Command::Stop) {

@@ -11,6 +11,12 @@ pub(crate) enum Command {
     Reload,
     /// Graceful shutdown. For [`ClusterHandle::stop`] and `dispatchctl stop`.
     Stop,
+    /// Binary upgrade: a new master from the build on disk takes over. For
+    /// [`ClusterHandle::upgrade`] and `dispatchctl upgrade`; `reply` gets the new master's pid
+    /// or why the upgrade failed.
+    Upgrade {
+        reply: Option<oneshot::Sender<Result<u32, String>>>,
+    },
     /// The cluster's status, with per-method metrics if `methods`. For `dispatchctl status`.
     Status {
         methods: bool,
@@ -37,6 +43,16 @@ impl ClusterHandle {
     /// once its replacement is ready. Returns `false` if the cluster is no longer running.
     pub fn reload(&self) -> bool {
         self.commands.send(Command::Reload).is_ok()
+    }
+
+    /// Starts a binary upgrade, as SIGUSR2 does: the executable at the path the cluster was
+    /// started from, as it is on disk now, is started as a new master with the listening
+    /// sockets; once its Library and workers are ready, this master's processes stop gracefully
+    /// and this master exits (its [`Cluster::run`](crate::Cluster::run) returns `Ok`). If the
+    /// new build fails to become ready, this cluster serves on (the reason is logged).
+    /// Returns `false` if the cluster is no longer running.
+    pub fn upgrade(&self) -> bool {
+        self.commands.send(Command::Upgrade { reply: None }).is_ok()
     }
 
     /// Stops the cluster gracefully. Returns `false` if it is no longer running.

@@ -8,7 +8,7 @@ use super::guard::escape;
 use super::signals::MasterSignal;
 use super::state::{Flow, Master, Part, Timer};
 use crate::cluster_error::ClusterError;
-use crate::process::ChildKind;
+use crate::process::{systemd, ChildKind};
 use crate::wire::ToMaster;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,10 +25,18 @@ impl Master {
         }
         let period = self.queue_watch_period();
         self.schedule(period, Timer::QueueWatch);
+        if let Some(every) = systemd::watchdog_period() {
+            self.schedule(every, Timer::Watchdog(every));
+        }
         let result = match self.spawn(ChildKind::Library, Part::Current) {
             Ok(_) => self.event_loop().await,
             Err(e) => Err(e),
         };
+        // A master handing over is not the service stopping, nor is a new master that never
+        // took over (the old one serves on).
+        if !self.retiring && self.new_link.is_none() {
+            systemd::notify("STOPPING=1");
+        }
         self.stop_all().await;
         result
     }
@@ -51,6 +59,7 @@ impl Master {
                         Flow::Continue
                     }
                 },
+                Some(event) = self.upgrade_rx.recv() => self.on_upgrade_event(event),
                 () = sleep_until(next_timer) => self.on_timers(),
             };
             if let Flow::Stop(result) = flow {
@@ -140,6 +149,11 @@ impl Master {
                 self.start_reload();
                 Flow::Continue
             }
+            MasterSignal::Upgrade => {
+                tracing::info!("received SIGUSR2: binary upgrade");
+                self.start_upgrade(None);
+                Flow::Continue
+            }
         }
     }
 
@@ -148,6 +162,11 @@ impl Master {
             Command::Reload => {
                 tracing::info!("reload requested");
                 self.start_reload();
+                Flow::Continue
+            }
+            Command::Upgrade { reply } => {
+                tracing::info!("upgrade requested");
+                self.start_upgrade(reply);
                 Flow::Continue
             }
             Command::Stop => {
@@ -197,6 +216,11 @@ impl Master {
                     Flow::Continue
                 }
                 Timer::Liveness => self.check_liveness(),
+                Timer::Watchdog(every) => {
+                    systemd::notify("WATCHDOG=1");
+                    self.schedule(every, Timer::Watchdog(every));
+                    Flow::Continue
+                }
             };
             if let Flow::Stop(_) = flow {
                 return flow;

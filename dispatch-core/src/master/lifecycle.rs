@@ -6,7 +6,7 @@ use super::backoff::Verdict;
 use super::child::{describe, describe_kill, KillReason};
 use super::state::{failed, ready_timeout, start_error, Flow, Master, Part, Reload, Timer};
 use crate::cluster_error::ClusterError;
-use crate::process::ChildKind;
+use crate::process::{systemd, ChildKind};
 use crate::topic::events;
 use crate::wire::{Target, ToChild};
 use std::process::ExitStatus;
@@ -91,6 +91,15 @@ impl Master {
             &events::CLUSTER_READY,
             &events::ClusterReady { workers },
         );
+        match self.new_link.take() {
+            Some(link) => link.announce_ready(self.dir.path().to_path_buf()),
+            None => {
+                systemd::notify(&format!(
+                    "READY=1\nSTATUS=ready: a library and {} workers",
+                    self.workers.len()
+                ));
+            }
+        }
         let addrs = self.listeners.addresses();
         tracing::info!(
             "cluster ready in {:?}: library and {} workers{}",
@@ -169,6 +178,7 @@ impl Master {
                     "reload aborted: the new {} {how}; the old one keeps serving",
                     kind.label()
                 );
+                systemd::notify("READY=1\nSTATUS=reload aborted");
                 self.reload = None;
                 // If the old one died meanwhile, the slot still needs a process.
                 if let ChildKind::Worker(id) = kind {

@@ -14,6 +14,7 @@
 //!   the runtime dir and the Library's socket); `signals`; `backoff`: crash memory.
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in;
 //!   `prometheus`: the metrics endpoint.
+//! - `upgrade`: binary upgrade (a new master from the build on disk takes over).
 
 mod admin_socket;
 mod backoff;
@@ -30,12 +31,13 @@ mod signals;
 mod state;
 mod stats;
 mod stop;
+mod upgrade;
 
 pub use command::ClusterHandle;
 pub(crate) use command::Command;
 
 use crate::cluster_error::ClusterError;
-use crate::process::listeners::SharedListeners;
+use crate::process::listeners::{self, SharedListeners};
 use crate::process::runtime_dir::{self, RuntimeDir};
 use crate::settings::Settings;
 use crate::topic::Members;
@@ -49,9 +51,61 @@ pub(crate) async fn run(
     commands: Option<mpsc::UnboundedReceiver<Command>>,
     admin: mpsc::UnboundedSender<Command>,
 ) -> Result<(), ClusterError> {
+    let mut settings = settings;
+    // The path this master was started from, read before anything can replace the binary
+    // there: an upgrade starts what is at this path then.
+    let exe = std::env::current_exe().ok().map(|p| {
+        let s = p.to_string_lossy();
+        match s.strip_suffix(" (deleted)") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => p.clone(),
+        }
+    });
+    // A test's master shares its process with other tests: it takes nothing from the
+    // environment (and changes nothing in it).
+    let alone = settings.test_child_args.is_none();
+    let upgrade_link = if alone {
+        listeners::upgrade_link_from_env()?
+    } else {
+        None
+    };
+    let passed = if alone {
+        listeners::passed_to_master()?
+    } else {
+        Vec::new()
+    };
+    let mut link = match upgrade_link {
+        Some((fd, workers)) => {
+            if let Some(n) = workers {
+                settings.workers = n.max(1);
+            }
+            Some(upgrade::NewMasterLink::connect(fd).await?)
+        }
+        None => None,
+    };
+    let result = start(settings, commands, admin, exe, passed, &mut link).await;
+    if let (Err(e), Some(link)) = (&result, link.as_mut()) {
+        link.failed(&e.to_string()).await;
+    }
+    result
+}
+
+async fn start(
+    settings: Settings,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+    admin: mpsc::UnboundedSender<Command>,
+    exe: Option<std::path::PathBuf>,
+    passed: Vec<listeners::Passed>,
+    link: &mut Option<upgrade::NewMasterLink>,
+) -> Result<(), ClusterError> {
     let dir = RuntimeDir::create()?;
     if let Some(addr) = &settings.metrics_addr {
         prometheus::start(addr, admin.clone())?;
+    }
+    if link.is_some() {
+        // Until it has taken over, `dispatchctl` picks the old master of this name.
+        std::fs::write(dir.path().join(crate::admin::UPGRADING_FILE), "")
+            .map_err(|e| ClusterError::io("cannot mark the runtime dir as upgrading", e))?;
     }
     admin_socket::start(dir.path(), &settings.name(), admin.clone())?;
     if let Some(dir) = &settings.log_dir {
@@ -59,7 +113,7 @@ pub(crate) async fn run(
             ClusterError::io(format!("cannot create the log dir {}", dir.display()), e)
         })?;
     }
-    let listeners = SharedListeners::bind(&settings.listen)?;
+    let listeners = SharedListeners::bind(&settings.listen, passed)?;
     let init = ChildInit {
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
@@ -68,7 +122,11 @@ pub(crate) async fn run(
         members: Members::default(),
     };
     let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;
+    master.exe = exe;
+    master.new_link = link.take();
     let result = master.supervise().await;
+    // Not taken over yet: the caller tells the old master why.
+    *link = master.new_link.take();
     match &result {
         Ok(()) => tracing::info!("cluster stopped"),
         // The final message; the caller gets the same error back.

@@ -3,7 +3,7 @@
 //! the old worker keeps serving.
 
 use super::state::{Master, Part, Reload, Timer};
-use crate::process::ChildKind;
+use crate::process::{systemd, ChildKind};
 use crate::wire::ToChild;
 use std::collections::VecDeque;
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ impl Master {
             .filter(|id| !self.workers[*id as usize].finished)
             .collect();
         tracing::info!("rolling reload of {} workers, one at a time", queue.len());
+        systemd::notify(&systemd::reloading());
         self.reload = Some(Reload {
             queue,
             step: None,
@@ -40,6 +41,7 @@ impl Master {
             let Some(id) = reload.queue.pop_front() else {
                 tracing::info!("rolling reload complete in {:?}", reload.started.elapsed());
                 self.reload = None;
+                systemd::notify("READY=1\nSTATUS=reloaded");
                 return;
             };
             let slot = &self.workers[id as usize];
@@ -56,6 +58,7 @@ impl Master {
                 Err(e) => {
                     tracing::error!("reload aborted: cannot start a new worker {id}: {e}");
                     self.reload = None;
+                    systemd::notify("READY=1\nSTATUS=reload aborted");
                     return;
                 }
             }

@@ -1,5 +1,6 @@
 //! The signals the master acts on: SIGTERM, SIGINT and SIGQUIT stop the cluster gracefully (a
-//! second one while stopping kills at once); SIGHUP starts a rolling reload.
+//! second one while stopping kills at once); SIGHUP starts a rolling reload; SIGUSR2 a binary
+//! upgrade.
 //!
 //! A master run by `dispatch::testing` installs none: the handlers would outlive its test (tokio
 //! never uninstalls them) and keep Ctrl-C from ending the test binary.
@@ -14,6 +15,8 @@ pub(crate) enum MasterSignal {
     Stop(&'static str),
     /// Replace every worker, one at a time.
     Reload,
+    /// Replace every process, the master included, by the build on disk (SIGUSR2).
+    Upgrade,
 }
 
 /// The master's signal handlers, if it installed them.
@@ -28,6 +31,7 @@ struct Handlers {
     int: Signal,
     quit: Signal,
     hup: Signal,
+    usr2: Signal,
 }
 
 impl MasterSignals {
@@ -45,6 +49,7 @@ impl MasterSignals {
                 int: install(SignalKind::interrupt())?,
                 quit: install(SignalKind::quit())?,
                 hup: install(SignalKind::hangup())?,
+                usr2: install(SignalKind::user_defined2())?,
             }),
         })
     }
@@ -59,6 +64,7 @@ impl MasterSignals {
             _ = h.int.recv() => MasterSignal::Stop("SIGINT"),
             _ = h.quit.recv() => MasterSignal::Stop("SIGQUIT"),
             _ = h.hup.recv() => MasterSignal::Reload,
+            _ = h.usr2.recv() => MasterSignal::Upgrade,
         }
     }
 }

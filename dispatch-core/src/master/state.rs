@@ -7,6 +7,7 @@ use super::command::Command;
 use super::routing::Mailboxes;
 use super::signals::MasterSignals;
 use super::stats::PendingStatus;
+use super::upgrade::{NewMasterLink, Upgrade, UpgradeEvent};
 use crate::cluster_error::ClusterError;
 use crate::process::listeners::SharedListeners;
 use crate::process::runtime_dir::RuntimeDir;
@@ -80,6 +81,8 @@ pub(super) enum Timer {
     Liveness,
     /// Look for children whose queues stayed full too long (see `watch_queues`).
     QueueWatch,
+    /// Tell systemd's watchdog this master is alive; comes back every half watchdog interval.
+    Watchdog(Duration),
 }
 
 /// A rolling reload in progress.
@@ -121,6 +124,16 @@ pub(super) struct Master {
     pub(super) commands: Option<mpsc::UnboundedReceiver<Command>>,
     /// Where the admin socket sends its requests (to bind it again in a recreated runtime dir).
     pub(super) admin: mpsc::UnboundedSender<Command>,
+    /// The path this master was started from: an upgrade runs the build there now.
+    pub(super) exe: Option<std::path::PathBuf>,
+    /// An upgrade in progress (this master being replaced).
+    pub(super) upgrade: Option<Upgrade>,
+    pub(super) upgrade_tx: mpsc::UnboundedSender<UpgradeEvent>,
+    pub(super) upgrade_rx: mpsc::UnboundedReceiver<UpgradeEvent>,
+    /// Handed over to a new master: stopping without telling systemd.
+    pub(super) retiring: bool,
+    /// This master was started by an upgrade and has not taken over yet.
+    pub(super) new_link: Option<NewMasterLink>,
 }
 
 impl Master {
@@ -138,6 +151,7 @@ impl Master {
         // A test's master leaves the signals to the test harness: tokio's handlers are never
         // uninstalled, and Ctrl-C must still end `cargo test`.
         let signals = MasterSignals::install(config.test_child_args.is_none())?;
+        let (upgrade_tx, upgrade_rx) = mpsc::unbounded_channel();
         Ok(Master {
             config,
             init,
@@ -160,6 +174,12 @@ impl Master {
             signals,
             commands,
             admin,
+            exe: None,
+            upgrade: None,
+            upgrade_tx,
+            upgrade_rx,
+            retiring: false,
+            new_link: None,
         })
     }
 

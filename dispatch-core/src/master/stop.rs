@@ -68,7 +68,7 @@ impl Master {
                 event = self.events.recv() => event,
                 signal = self.signals.recv(), if deadline.is_some() => match signal {
                     MasterSignal::Stop(name) => return Some(name),
-                    MasterSignal::Reload => continue,
+                    MasterSignal::Reload | MasterSignal::Upgrade => continue,
                 },
                 () = sleep_until(deadline) => return None,
             };

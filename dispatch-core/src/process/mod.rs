@@ -12,6 +12,7 @@ pub(crate) mod logging;
 pub(crate) mod role;
 pub(crate) mod runtime_dir;
 pub(crate) mod spawn;
+pub(crate) mod systemd;
 
 pub(crate) use hooks::{Hooks, Setup};
 pub(crate) use link::{MasterLink, StopCause};

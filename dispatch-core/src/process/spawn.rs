@@ -9,7 +9,7 @@ use super::role::{self, CONTROL_FD, LISTEN_FD_START};
 use crate::cluster_error::ClusterError;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -113,7 +113,11 @@ pub(crate) fn spawn_child(
         )
         .env(role::ENV_RUNTIME_DIR, runtime_dir)
         .env(role::ENV_CONTROL_FD, CONTROL_FD.to_string())
-        .env(role::ENV_MASTER_PID, master_pid.to_string());
+        .env(role::ENV_MASTER_PID, master_pid.to_string())
+        // systemd talks to the master only.
+        .env_remove(super::systemd::ENV_NOTIFY_SOCKET)
+        .env_remove(super::systemd::ENV_WATCHDOG_USEC)
+        .env_remove(super::systemd::ENV_WATCHDOG_PID);
     if let ChildKind::Worker(id) = kind {
         cmd.env(role::ENV_WORKER_ID, id.to_string())
             .env(role::ENV_LISTEN_FDS, listeners.len().to_string());
@@ -171,6 +175,69 @@ fn prepare_child(child_fd: RawFd, listeners: &[RawFd], master_pid: i32) -> io::R
         // acts on them and stops the children in order.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    Ok(())
+}
+
+/// Starts `exe` (the binary at the path this master was started from, as it is on disk now)
+/// as a new master that takes over from this one (an upgrade): the same arguments, its end of
+/// the upgrade link at descriptor 3 and `listeners` at 4, 5, … (`env` names them).
+///
+/// Unlike a child it does not die with this master (no parent-death signal: it is meant to
+/// outlive it) and stays in its process group. The caller waits for it (it is reaped when it
+/// exits first) but never depends on it.
+pub(crate) fn spawn_master(
+    exe: &Path,
+    link: &impl AsFd,
+    listeners: &[RawFd],
+    env: &[(&str, String)],
+    remove_env: &[&str],
+) -> Result<tokio::process::Child, ClusterError> {
+    let link = dup_high(link)
+        .map_err(|e| ClusterError::io("cannot prepare the upgrade link of the new master", e))?;
+    let link_fd = link.as_raw_fd();
+    let listeners = listeners.to_vec();
+    let mut own = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = own.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(own).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in remove_env {
+        cmd.env_remove(k);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // calls (dup2); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || prepare_master(link_fd, &listeners));
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let child = cmd.spawn().map_err(|e| {
+        ClusterError::io(format!("cannot start the new master {}", exe.display()), e)
+    })?;
+    drop(link);
+    Ok(child)
+}
+
+/// In the forked new master, before exec.
+#[allow(unsafe_code)]
+fn prepare_master(link_fd: RawFd, listeners: &[RawFd]) -> io::Result<()> {
+    // SAFETY (whole function): plain libc calls on integers; all async-signal-safe. Every
+    // source is at FD_FLOOR or above, every target below it.
+    unsafe {
+        if libc::dup2(link_fd, super::listeners::UPGRADE_LINK_FD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, fd) in listeners.iter().enumerate() {
+            if libc::dup2(*fd, super::listeners::UPGRADE_LISTEN_FD_START + i as RawFd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
     }
     Ok(())
 }
