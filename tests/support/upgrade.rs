@@ -171,3 +171,12 @@ pub fn alive(pid: u32) -> bool {
         .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
         .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
 }
+
+/// Kills process group `.0` when dropped (a test that starts a cluster by hand).
+pub struct GroupGuard(pub i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        super::kill_group(self.0);
+    }
+}

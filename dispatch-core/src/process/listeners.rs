@@ -76,7 +76,7 @@ pub(crate) fn passed_to_master() -> Result<Vec<Passed>, ClusterError> {
             UPGRADE_LISTEN_FD_START,
             n,
             names,
-            "listener passed by the replaced master",
+            "listener(s) passed by the replaced master",
         )
     } else {
         let for_us = std::env::var(ENV_SD_LISTEN_PID)
@@ -86,7 +86,12 @@ pub(crate) fn passed_to_master() -> Result<Vec<Passed>, ClusterError> {
         match count(ENV_SD_LISTEN_FDS)? {
             Some(n) if for_us => {
                 let names = names_of(ENV_SD_LISTEN_FDNAMES, ':');
-                (SD_LISTEN_FDS_START, n, names, "listener passed by systemd")
+                (
+                    SD_LISTEN_FDS_START,
+                    n,
+                    names,
+                    "listener(s) passed by systemd",
+                )
             }
             _ => (0, 0, Vec::new(), ""),
         }
@@ -118,7 +123,7 @@ pub(crate) fn passed_to_master() -> Result<Vec<Passed>, ClusterError> {
         passed.push(Passed { name, fd });
     }
     if !passed.is_empty() {
-        tracing::info!("adopting {} {what}(s)", passed.len());
+        tracing::info!("adopting {} {what}", passed.len());
     }
     Ok(passed)
 }

@@ -1,0 +1,210 @@
+//! systemd (issue 14 item 6): a fake `NOTIFY_SOCKET` hears exactly the documented sequence
+//! across start, reload, upgrade and stop (with watchdog pings when `WATCHDOG_USEC` asks for
+//! them), and a cluster handed a listening socket (`LISTEN_FDS`) serves on it instead of
+//! binding.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+use support::upgrade::{await_group_gone, ctl, text, v1, v2, Installed};
+
+/// The datagrams received so far, in order.
+fn drain(socket: &UnixDatagram, into: &mut Vec<String>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        into.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+}
+
+/// Waits until a datagram satisfies `what`; returns everything received.
+fn await_datagram(
+    socket: &UnixDatagram,
+    got: &mut Vec<String>,
+    what: impl Fn(&str) -> bool,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        drain(socket, got);
+        if got.iter().any(|d| what(d)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no expected datagram within {limit:?}; got {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A datagram without the lines whose values vary (`STATUS=`, `MONOTONIC_USEC=`).
+fn essential(datagram: &str) -> String {
+    datagram
+        .lines()
+        .filter(|l| !l.starts_with("STATUS=") && !l.starts_with("MONOTONIC_USEC="))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn notify_socket_hears_the_documented_sequence() {
+    let dir = support::TempPath::new("dispatch-sdnotify");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let path = dir.0.join("notify");
+    let socket = UnixDatagram::bind(&path).expect("bind the fake notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let app = Installed::new("dispatch-sdnotify-app", &v1());
+    let name = format!("sdnotify-{}", std::process::id());
+    let notify = path.to_string_lossy().into_owned();
+    let cluster = support::Cluster::start_bin(
+        &app.path,
+        &[],
+        &[
+            ("UPGRADE_NAME", name.as_str()),
+            ("NOTIFY_SOCKET", notify.as_str()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut got = Vec::new();
+    let limit = Duration::from_secs(30);
+    await_datagram(&socket, &mut got, |d| d.starts_with("READY=1"), limit);
+
+    let reload = ctl(&["--cluster", &name, "reload"]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    let readies = |got: &Vec<String>| got.iter().filter(|d| d.contains("READY=1")).count();
+    let deadline = Instant::now() + limit;
+    while readies(&got) < 2 {
+        assert!(Instant::now() < deadline, "reload never ended: {got:?}");
+        drain(&socket, &mut got);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    app.replace_with(&v2());
+    let upgrade = ctl(&["--cluster", &name, "upgrade"]);
+    assert!(upgrade.status.success(), "{}", text(&upgrade));
+    await_datagram(&socket, &mut got, |d| d.starts_with("MAINPID="), limit);
+    let new_master = got
+        .iter()
+        .find_map(|d| d.strip_prefix("MAINPID="))
+        .and_then(|rest| rest.lines().next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .expect("MAINPID names the new master");
+    assert_ne!(new_master, cluster.pid());
+
+    // The old master retires silently; then the new one stops.
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    await_group_gone(cluster.pid() as i32, limit);
+    drain(&socket, &mut got);
+
+    let pings = got.iter().filter(|d| *d == "WATCHDOG=1").count();
+    let sequence: Vec<String> = got
+        .iter()
+        .filter(|d| *d != "WATCHDOG=1")
+        .map(|d| essential(d))
+        .collect();
+    let expected = vec![
+        "READY=1".to_owned(),
+        "RELOADING=1".to_owned(),
+        "READY=1".to_owned(),
+        "RELOADING=1".to_owned(),
+        format!("MAINPID={new_master}\nREADY=1"),
+        "STOPPING=1".to_owned(),
+    ];
+    assert_eq!(sequence, expected, "every datagram: {got:?}");
+    assert!(
+        got.iter()
+            .filter(|d| d.starts_with("RELOADING=1"))
+            .all(|d| d.contains("\nMONOTONIC_USEC=")),
+        "RELOADING=1 carries MONOTONIC_USEC: {got:?}"
+    );
+    assert!(
+        pings >= 2,
+        "watchdog pings every 100 ms: {pings} in {got:?}"
+    );
+    println!(
+        "measured: {} datagrams, {pings} watchdog pings (WATCHDOG_USEC=200000), sequence {sequence:?}",
+        got.len()
+    );
+}
+
+#[test]
+fn a_cluster_serves_on_the_socket_systemd_passes() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let fd = listener.as_raw_fd();
+    let name = format!("sdlisten-{}", std::process::id());
+    let mut cmd = std::process::Command::new("sh");
+    // `exec` keeps the shell's pid: LISTEN_PID is the master's.
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
+        .arg(v1())
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http")
+        .env("UPGRADE_NAME", &name)
+        // Binding this address again would fail: the cluster must use the passed socket.
+        .env("UPGRADE_LISTEN", &addr)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    #[allow(unsafe_code)]
+    // SAFETY: runs between fork and exec; dup2 and fcntl are async-signal-safe and allocates nothing. The
+    // copy at 3 has no close-on-exec flag, as systemd passes it.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let ok = if fd == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0) >= 0
+            } else {
+                nix::libc::dup2(fd, 3) >= 0
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start the cluster");
+    let pgid = child.id() as i32;
+    let guard = support::upgrade::GroupGuard(pgid);
+    let started = Instant::now();
+    let answer = loop {
+        match support::http::get(&addr, "/") {
+            Ok((200, body)) => break body,
+            _ if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("the cluster does not serve on the passed socket: {other:?}"),
+        }
+    };
+    assert!(answer.starts_with("v1 "), "{answer}");
+    println!(
+        "measured: served on the passed socket {addr} {:?} after start",
+        started.elapsed()
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().expect("wait");
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut log);
+    }
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("adopting 1 listener(s) passed by systemd"),
+        "the master says it adopted the socket:\n{log}"
+    );
+    await_group_gone(pgid, Duration::from_secs(30));
+    drop(guard);
+    drop(listener);
+}
