@@ -12,16 +12,18 @@ use std::time::{Duration, Instant};
 
 /// Build 1 of the upgrade fixture.
 pub fn v1() -> PathBuf {
-    option_env!("CARGO_BIN_EXE_dispatch-upgrade-v1")
-        .expect("the upgrade fixtures need the `axum` feature")
-        .into()
+    match option_env!("CARGO_BIN_EXE_dispatch-upgrade-v1") {
+        Some(path) => path.into(),
+        None => panic!("the upgrade fixtures need the `axum` feature"),
+    }
 }
 
 /// Build 2 of the upgrade fixture.
 pub fn v2() -> PathBuf {
-    option_env!("CARGO_BIN_EXE_dispatch-upgrade-v2")
-        .expect("the upgrade fixtures need the `axum` feature")
-        .into()
+    match option_env!("CARGO_BIN_EXE_dispatch-upgrade-v2") {
+        Some(path) => path.into(),
+        None => panic!("the upgrade fixtures need the `axum` feature"),
+    }
 }
 
 /// `dispatchctl`, built next to the test binaries (`cargo test --workspace` builds it; with a
