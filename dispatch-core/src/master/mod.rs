@@ -115,6 +115,7 @@ async fn start(
     }
     let listeners = SharedListeners::bind(&settings.listen, passed)?;
     let init = ChildInit {
+        protocol: crate::wire::CONTROL_PROTOCOL,
         token: runtime_dir::random_hex(16)?,
         library_socket: dir.path().join("library.sock"),
         settings: settings.clone(),

@@ -112,7 +112,14 @@ impl MasterLink {
     pub(crate) async fn join(env: &ChildEnv) -> Result<MasterLink, ClusterError> {
         let stream = inherited_control(env.control_fd, env.master_pid)?;
         let mut control = ControlChannel::new(stream);
-        let mut init = match control.recv::<ToChild>().await? {
+        let first = match control.recv_frame().await? {
+            Some(frame) => Some(
+                crate::wire::decode_first(&frame)
+                    .map_err(|message| ClusterError::Protocol { message })?,
+            ),
+            None => None,
+        };
+        let mut init = match first {
             Some(ToChild::Init(init)) => *init,
             other => {
                 return Err(ClusterError::Protocol {

@@ -18,6 +18,15 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Er
         .deserialize(bytes)
 }
 
+/// Decodes a `T` from the start of `bytes`, ignoring what follows: to read the first fields of
+/// a message before deciding how to read the whole.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::DefaultOptions::new()
+        .with_limit(bytes.len() as u64)
+        .allow_trailing_bytes()
+        .deserialize(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

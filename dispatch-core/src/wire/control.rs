@@ -19,6 +19,28 @@ pub(crate) const MAX_MESSAGE: usize = MAX_CONTROL_FRAME - 4096;
 /// keeping up with its messages.
 pub(crate) const BEHIND: &str = "receiver behind: pid ";
 
+/// The control plane's protocol, the first field of the init message: a child checks it before
+/// it decodes the rest, and refuses a master of another protocol (another build of the binary)
+/// with a message that says so instead of misreading its frames. Bump it with any change of
+/// the control messages' layout.
+pub(crate) const CONTROL_PROTOCOL: u32 = 1;
+
+/// Decodes the master's first message, refusing one of another [`CONTROL_PROTOCOL`].
+pub(crate) fn decode_first(frame: &[u8]) -> Result<ToChild, String> {
+    // `ToChild::Init`'s index, then `ChildInit::protocol`. A master from before the protocol
+    // field sends the token's length (32) there.
+    if let Ok((0_u32, protocol)) = super::codec::decode_prefix::<(u32, u32)>(frame) {
+        if protocol != CONTROL_PROTOCOL {
+            return Err(format!(
+                "the master speaks control protocol {protocol} and this process {CONTROL_PROTOCOL}: \
+                 they are different builds of the binary (replaced on disk without an upgrade?); \
+                 restart the cluster, or deploy with `dispatchctl upgrade`"
+            ));
+        }
+    }
+    super::codec::decode(frame).map_err(|e| format!("undecodable control message: {e}"))
+}
+
 /// Master → child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ToChild {
@@ -96,6 +118,8 @@ pub(crate) struct Incoming {
 /// What a child needs to join the cluster: the master's first message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ChildInit {
+    /// [`CONTROL_PROTOCOL`]: always the first field.
+    pub(crate) protocol: u32,
     /// The cluster's secret: an Agent proves membership with it.
     pub(crate) token: String,
     /// Where the Library listens.
@@ -152,3 +176,33 @@ pub(crate) enum ToMaster {
 
 /// The most methods a heartbeat lists: it stays a small frame.
 pub(crate) const MAX_BUSY_METHODS: usize = 16;
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn an_init_of_another_protocol_is_refused_with_a_clear_message() {
+        let init = ToChild::Init(Box::new(ChildInit {
+            protocol: CONTROL_PROTOCOL,
+            token: "0123456789abcdef0123456789abcdef".into(),
+            library_socket: "/tmp/x/library.sock".into(),
+            settings: Settings::default(),
+            published: 0,
+            members: Members::default(),
+        }));
+        let ours = crate::wire::codec::encode(&init).expect("encode");
+        assert!(matches!(decode_first(&ours), Ok(ToChild::Init(_))));
+        // A newer master.
+        let mut newer = ours.clone();
+        newer[1] = (CONTROL_PROTOCOL + 1) as u8;
+        let err = decode_first(&newer).expect_err("refused");
+        assert!(err.contains("control protocol 2"), "{err}");
+        assert!(err.contains("different builds"), "{err}");
+        // A master from before the field: the token's length where the protocol is.
+        let old = crate::wire::codec::encode(&(0_u32, "0123456789abcdef0123456789abcdef"))
+            .expect("encode");
+        let err = decode_first(&old).expect_err("refused");
+        assert!(err.contains("control protocol 32"), "{err}");
+    }
+}

@@ -37,6 +37,15 @@ impl ControlChannel {
         recv(&mut self.framed).await
     }
 
+    /// The next frame, undecoded, or `None` at end-of-file.
+    pub(crate) async fn recv_frame(&mut self) -> Result<Option<bytes::BytesMut>, ClusterError> {
+        self.framed
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| ClusterError::io("cannot read the control socket", e))
+    }
+
     /// Separates the two directions, so one task can read while another writes.
     pub(crate) fn split(self) -> (ControlSender, ControlReceiver) {
         let (sink, stream) = self.framed.split();

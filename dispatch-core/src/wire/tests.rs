@@ -195,13 +195,14 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         // field by field, with each variant's index: a change of layout does not break the
         // build of this test, and `seeds_are_real_frames` says which seed to update.
         //
-        // ToChild::Init(ChildInit { token, library_socket, settings (the cluster's `Settings`,
+        // ToChild::Init(ChildInit { protocol, token, library_socket, settings (the cluster's `Settings`,
         // as the master holds them), published: the number of Deliver messages that follow,
         // members: Members { library, workers } }).
         (
             Kind::ToChild,
             enc(&(
                 0_u32,
+                crate::wire::CONTROL_PROTOCOL,
                 "0123456789abcdef0123456789abcdef",
                 "/run/user/1000/dispatch-42-0123456789ab/library.sock",
                 crate::settings::Settings::default(),
