@@ -184,3 +184,34 @@ fn a_new_build_that_cannot_start_leaves_the_old_one_serving() {
     let run = cluster.wait(Duration::from_secs(30));
     run.assert_success();
 }
+
+#[test]
+fn sigusr2_upgrades_too() {
+    let app = Installed::new("dispatch-upgrade-usr2", &v1());
+    let name = format!("upgrade-usr2-{}", std::process::id());
+    let cluster = support::Cluster::start_bin(&app.path, &[], &[("UPGRADE_NAME", name.as_str())]);
+    let old_master = cluster.pid();
+    let addr = cluster.listen_addr();
+    let load = Load::start(&addr, 2);
+    app.replace_with(&v2());
+    let started = Instant::now();
+    cluster.signal(nix::sys::signal::Signal::SIGUSR2);
+    cluster.await_log("the old master handed over", 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(old_master) {
+        assert!(Instant::now() < deadline, "the old master did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let samples = load.stop();
+    assert!(samples.iter().all(|s| s.ok), "no request failed");
+    let (code, body) = support::http::get(&addr, "/").expect("build 2 serves");
+    assert!(code == 200 && body.starts_with("v2 "), "{code} {body}");
+    println!(
+        "measured: SIGUSR2 upgrade, old master gone after {took:?}, {} requests 0 failed",
+        samples.len()
+    );
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
+}

@@ -37,6 +37,7 @@ impl Master {
         if !self.retiring && self.new_link.is_none() {
             systemd::notify("STOPPING=1");
         }
+        self.abandon_upgrade();
         self.stop_all().await;
         result
     }

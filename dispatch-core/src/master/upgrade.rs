@@ -198,6 +198,27 @@ impl Master {
         Ok((pid, go_tx))
     }
 
+    /// This master stops (not for the upgrade) while a new master is starting: that one
+    /// stops too, rather than take over a cluster asked to stop.
+    pub(super) fn abandon_upgrade(&mut self) {
+        if self.retiring {
+            return;
+        }
+        if let Some(up) = self.upgrade.take() {
+            tracing::warn!(
+                pid = up.pid,
+                "stopping during an upgrade: stopping the new master too"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(up.pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            for reply in up.replies {
+                let _ = reply.send(Err("the cluster was stopped during the upgrade".into()));
+            }
+        }
+    }
+
     pub(super) fn on_upgrade_event(&mut self, event: UpgradeEvent) -> Flow {
         let Some(mut up) = self.upgrade.take() else {
             return Flow::Continue;
