@@ -112,7 +112,8 @@ fn notify_socket_hears_the_documented_sequence() {
         "RELOADING=1".to_owned(),
         "READY=1".to_owned(),
         "RELOADING=1".to_owned(),
-        format!("MAINPID={new_master}\nREADY=1"),
+        format!("MAINPID={new_master}"),
+        "READY=1".to_owned(),
         "STOPPING=1".to_owned(),
     ];
     assert_eq!(sequence, expected, "every datagram: {got:?}");

@@ -5,8 +5,8 @@
 //! new Library, whatever its manifest), which accept on the same listening sockets beside the
 //! old ones. When its cluster is ready it says so on the link; the old master marks itself
 //! retiring (for `dispatchctl`), answers `go`, and stops its own processes gracefully (they
-//! drain their requests and calls) and exits 0. The new master then tells systemd
-//! `MAINPID=<pid>` and `READY=1`.
+//! drain their requests and calls) and exits 0. The old master tells systemd `MAINPID=<new
+//! pid>` before its `go`, and the new master `READY=1` after it.
 //!
 //! If the new master fails (its Library or a worker does not become ready, the link's versions
 //! differ, it exits, or it misses the deadline) the old master keeps serving and the upgrade's
@@ -230,6 +230,10 @@ impl Master {
                 {
                     tracing::warn!("cannot mark the runtime dir as retiring: {e}");
                 }
+                // From the main process itself, before it lets the new one go on: systemd
+                // follows the new master even with `NotifyAccess=main`, and never sees the
+                // main process exit without a successor.
+                systemd::notify(&format!("MAINPID={pid}"));
                 if let Some(go) = up.go.take() {
                     let _ = go.send(());
                 }
@@ -391,15 +395,19 @@ impl NewMasterLink {
                 .await;
             match read_line(&mut self.reader).await {
                 Ok(Some(line)) if line == "go" => {
-                    tracing::info!("upgrade: the old master handed over; this master serves")
+                    tracing::info!("upgrade: the old master handed over; this master serves");
+                    // The old master named this one the main process already.
+                    systemd::notify(&format!("READY=1\nSTATUS=upgraded: master pid {pid}"));
                 }
-                _ => tracing::warn!(
-                    "upgrade: the old master left without handing over; this master serves"
-                ),
+                _ => {
+                    tracing::warn!(
+                        "upgrade: the old master left without handing over; this master serves"
+                    );
+                    systemd::notify(&format!(
+                        "MAINPID={pid}\nREADY=1\nSTATUS=upgraded: master pid {pid}"
+                    ));
+                }
             }
-            systemd::notify(&format!(
-                "MAINPID={pid}\nREADY=1\nSTATUS=upgraded: master pid {pid}"
-            ));
             let _ = std::fs::remove_file(marker.join(UPGRADING_FILE));
         });
     }

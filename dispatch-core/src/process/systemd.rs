@@ -10,8 +10,10 @@
 //! - `READY=1` (with `STATUS=`) when the cluster is ready;
 //! - `RELOADING=1` (with `MONOTONIC_USEC=`) when a rolling reload or an upgrade starts, and
 //!   `READY=1` when a reload ends or an upgrade fails;
-//! - after an upgrade, from the new master: `MAINPID=<its pid>` and `READY=1` in one datagram
-//!   (the unit needs `NotifyAccess=all`);
+//! - when an upgrade's new master is ready: `MAINPID=<new pid>` from the old master (still
+//!   the main process), then `READY=1` from the new one (now the main process; if the old
+//!   master vanished without handing over, the new one sends `MAINPID=` and `READY=1` itself,
+//!   which needs `NotifyAccess=all`);
 //! - `STOPPING=1` when the cluster starts to stop (not from a master retiring after an upgrade);
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC`, from the master's event loop, so a hung master
 //!   stops pinging.
