@@ -47,6 +47,13 @@
 //!    drains through `Worker::shutdown`), kills stragglers after the grace period, then stops
 //!    the Library last, after its services' close hooks. A child whose master dies dies with it
 //!    (`PR_SET_PDEATHSIG`).
+//! 7. **Upgrade.** SIGUSR2 (or `dispatchctl upgrade`) starts the build now on disk at the path
+//!    the master was started from as a new master, handing it the listeners and the worker
+//!    count over an *upgrade link* (a socket pair at its descriptor 3, versioned hello). It
+//!    starts its own Library and workers; once they are ready the old master stops its own
+//!    processes (they drain) and exits. A new build that fails leaves the old cluster serving.
+//!    Under systemd (`Type=notify`) the master reports READY/RELOADING/STOPPING/MAINPID and
+//!    pings the watchdog, and adopts listening sockets passed with `LISTEN_FDS`.
 //!
 //! # Where things are
 //!

@@ -1,7 +1,7 @@
 //! Everything about being an OS process of the cluster: which role this process plays, how the
 //! master starts a child (re-executing this binary with its control socket and listeners at
-//! fixed descriptors), the private runtime dir, logs, how a child ends, and a child's link to its
-//! master.
+//! fixed descriptors), the private runtime dir, logs, how a child ends, a child's link to its
+//! master, and talking to systemd (`systemd`: `sd_notify`, the watchdog).
 
 pub(crate) mod exit;
 pub(crate) mod fds;

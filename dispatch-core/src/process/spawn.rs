@@ -175,6 +175,9 @@ fn prepare_child(child_fd: RawFd, listeners: &[RawFd], master_pid: i32) -> io::R
         // acts on them and stops the children in order.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        // An upgrade signal sent to every process of a unit (`systemctl kill -s USR2`) is the
+        // master's to act on; its default action would kill a child.
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
     }
     Ok(())
 }
