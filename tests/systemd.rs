@@ -133,31 +133,27 @@ fn notify_socket_hears_the_documented_sequence() {
     );
 }
 
-#[test]
-fn a_cluster_serves_on_the_socket_systemd_passes() {
-    use std::os::fd::AsRawFd;
+/// Starts build 1 as systemd would with one passed socket: `fd` at descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_PID` its pid.
+fn start_with_passed_socket(
+    fd: std::os::fd::RawFd,
+    env: &[(&str, &str)],
+) -> (std::process::Child, support::upgrade::GroupGuard) {
     use std::os::unix::process::CommandExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let fd = listener.as_raw_fd();
-    let name = format!("sdlisten-{}", std::process::id());
     let mut cmd = std::process::Command::new("sh");
     // `exec` keeps the shell's pid: LISTEN_PID is the master's.
     cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
         .arg(v1())
         .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "http")
-        .env("UPGRADE_NAME", &name)
-        // Binding this address again would fail: the cluster must use the passed socket.
-        .env("UPGRADE_LISTEN", &addr)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .process_group(0);
     #[allow(unsafe_code)]
-    // SAFETY: runs between fork and exec; dup2 and fcntl are async-signal-safe and allocates nothing. The
-    // copy at 3 has no close-on-exec flag, as systemd passes it.
+    // SAFETY: runs between fork and exec; dup2 and fcntl are async-signal-safe and allocate
+    // nothing. The copy at 3 has no close-on-exec flag, as systemd passes it.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself would keep close-on-exec: clear it instead.
@@ -172,9 +168,44 @@ fn a_cluster_serves_on_the_socket_systemd_passes() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("start the cluster");
+    let child = cmd.spawn().expect("start the cluster");
+    let guard = support::upgrade::GroupGuard(child.id() as i32);
+    (child, guard)
+}
+
+/// Stops the cluster with SIGTERM; returns its log after checking it exited 0.
+fn stop(mut child: std::process::Child) -> String {
     let pgid = child.id() as i32;
-    let guard = support::upgrade::GroupGuard(pgid);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().expect("wait");
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut log);
+    }
+    assert!(status.success(), "{status:?}\n{log}");
+    await_group_gone(pgid, Duration::from_secs(30));
+    log
+}
+
+#[test]
+fn a_cluster_serves_on_the_socket_systemd_passes() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let name = format!("sdlisten-{}", std::process::id());
+    let (child, guard) = start_with_passed_socket(
+        listener.as_raw_fd(),
+        &[
+            ("LISTEN_FDNAMES", "http"),
+            ("UPGRADE_NAME", &name),
+            // Binding this address again would fail: the cluster must use the passed socket.
+            ("UPGRADE_LISTEN", &addr),
+        ],
+    );
     let started = Instant::now();
     let answer = loop {
         match support::http::get(&addr, "/") {
@@ -190,22 +221,52 @@ fn a_cluster_serves_on_the_socket_systemd_passes() {
         "measured: served on the passed socket {addr} {:?} after start",
         started.elapsed()
     );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let status = child.wait().expect("wait");
-    let mut log = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        use std::io::Read;
-        let _ = err.read_to_string(&mut log);
-    }
-    assert!(status.success(), "{status:?}\n{log}");
+    let log = stop(child);
     assert!(
         log.contains("adopting 1 listener(s) passed by systemd"),
         "the master says it adopted the socket:\n{log}"
     );
-    await_group_gone(pgid, Duration::from_secs(30));
+    drop(guard);
+    drop(listener);
+}
+
+#[test]
+fn a_cluster_serves_on_a_unix_socket_systemd_passes() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let dir = support::TempPath::new("dispatch-sdunix");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let path = dir.0.join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let name = format!("sdunix-{}", std::process::id());
+    let (child, guard) = start_with_passed_socket(listener.as_raw_fd(), &[("UPGRADE_NAME", &name)]);
+    let started = Instant::now();
+    let answer = loop {
+        let mut line = String::new();
+        let read = std::os::unix::net::UnixStream::connect(&path).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.read_to_string(&mut line)
+        });
+        match read {
+            Ok(_) if line.starts_with("v1 unix ") => break line,
+            _ if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => {
+                panic!("the cluster does not serve on the passed Unix socket: {other:?} {line:?}")
+            }
+        }
+    };
+    println!(
+        "measured: served on the passed Unix socket {:?} after start ({})",
+        started.elapsed(),
+        answer.trim()
+    );
+    let log = stop(child);
+    assert!(
+        log.contains(&format!("listening on unix:{}", path.display())),
+        "{log}"
+    );
     drop(guard);
     drop(listener);
 }

@@ -149,13 +149,20 @@ pub(crate) struct SharedListeners {
 impl SharedListeners {
     /// Binds every address (`127.0.0.1:8080`, `[::1]:0`, …), or uses the socket `passed` for
     /// it: the one named like it (an upgrade passes each with the address it was declared
-    /// with), else the one bound to it. With no address declared, every passed socket is used.
-    /// A passed socket no address wants is closed, with a warning.
+    /// with), else the one bound to it. With no address declared, every passed TCP socket is
+    /// used. A passed TCP socket no address wants is closed, with a warning; every passed Unix
+    /// stream socket is kept (after the TCP ones).
     pub(crate) fn bind(addrs: &[String], passed: Vec<Passed>) -> Result<Self, ClusterError> {
-        let mut passed: Vec<(String, std::net::TcpListener)> = passed
-            .into_iter()
-            .map(|p| check_tcp(p.fd).map(|l| (p.name, l)))
-            .collect::<Result<_, _>>()?;
+        let mut unix = Vec::new();
+        let mut tcp = Vec::new();
+        for p in passed {
+            if is_unix(&p.fd)? {
+                unix.push(std::os::unix::net::UnixListener::from(p.fd));
+            } else {
+                tcp.push((p.name, std::net::TcpListener::from(p.fd)));
+            }
+        }
+        let mut passed = tcp;
         let mut sockets = Vec::with_capacity(addrs.len().max(passed.len()));
         let mut wanted: Vec<String> = addrs.to_vec();
         if wanted.is_empty() {
@@ -184,6 +191,20 @@ impl SharedListeners {
                 .map_or_else(|_| addr.clone(), |a| a.to_string());
             let fd = dup_high(&listener).map_err(|e| {
                 ClusterError::io(format!("cannot prepare the listener on {addr}"), e)
+            })?;
+            tracing::info!("listening on {local}");
+            sockets.push((local, fd));
+        }
+        // Unix stream sockets (systemd's `ListenStream=/path`): `Cluster::listen` binds TCP
+        // only, so each one passed is served (`Worker::unix_listeners`).
+        for l in unix {
+            let local = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix:?".into());
+            let fd = dup_high(&l).map_err(|e| {
+                ClusterError::io(format!("cannot prepare the listener on {local}"), e)
             })?;
             tracing::info!("listening on {local}");
             sockets.push((local, fd));
@@ -219,37 +240,49 @@ impl SharedListeners {
     }
 }
 
-/// A passed socket as a TCP listener, or why it cannot be one.
-fn check_tcp(fd: OwnedFd) -> Result<std::net::TcpListener, ClusterError> {
-    use nix::sys::socket::{getsockname, SockaddrLike as _, SockaddrStorage};
-    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())
-        .map_err(|e| ClusterError::io("cannot read a passed socket's address", e.into()))?;
-    match addr.family() {
-        Some(nix::sys::socket::AddressFamily::Inet | nix::sys::socket::AddressFamily::Inet6) => {
-            Ok(std::net::TcpListener::from(fd))
+/// In a worker: takes the `count` inherited listeners: the TCP ones, and the Unix stream ones
+/// (passed to the master by systemd).
+pub(crate) fn inherited(count: usize) -> Result<InheritedListeners, ClusterError> {
+    let mut tcp = Vec::new();
+    let mut unix = Vec::new();
+    for i in 0..count {
+        let fd = LISTEN_FD_START + i as RawFd;
+        let owned = take_inherited_socket(fd, "shared listener")?;
+        let nonblocking = |e| ClusterError::io("cannot make a shared listener non-blocking", e);
+        if is_unix(&owned)? {
+            let listener = std::os::unix::net::UnixListener::from(owned);
+            listener.set_nonblocking(true).map_err(nonblocking)?;
+            unix.push(listener);
+        } else {
+            let listener = std::net::TcpListener::from(owned);
+            listener.set_nonblocking(true).map_err(nonblocking)?;
+            tcp.push(listener);
         }
+    }
+    Ok((tcp, unix))
+}
+
+/// A worker's shared listeners: TCP, then Unix stream.
+pub(crate) type InheritedListeners = (
+    Vec<std::net::TcpListener>,
+    Vec<std::os::unix::net::UnixListener>,
+);
+
+/// Whether `fd` is a Unix domain socket (else an IP one).
+fn is_unix(fd: &OwnedFd) -> Result<bool, ClusterError> {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike as _, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())
+        .map_err(|e| ClusterError::io("cannot read a listening socket's address", e.into()))?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => Ok(true),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(false),
         other => Err(ClusterError::Protocol {
             message: format!(
-                "a passed listening socket is not TCP (family {other:?}): workers serve TCP \
-                 listeners only; pass a ListenStream= with an IP address"
+                "a listening socket is neither TCP nor Unix stream (family {other:?}): pass a \
+                 ListenStream= with an IP address or a path"
             ),
         }),
     }
-}
-
-/// In a worker: takes the `count` inherited listeners.
-pub(crate) fn inherited(count: usize) -> Result<Vec<std::net::TcpListener>, ClusterError> {
-    (0..count)
-        .map(|i| {
-            let fd = LISTEN_FD_START + i as RawFd;
-            let owned = take_inherited_socket(fd, "shared listener")?;
-            let listener = std::net::TcpListener::from(owned);
-            listener
-                .set_nonblocking(true)
-                .map_err(|e| ClusterError::io("cannot make a shared listener non-blocking", e))?;
-            Ok(listener)
-        })
-        .collect()
 }
 
 /// In a master started by an upgrade: its end of the upgrade link (moved above

@@ -18,6 +18,8 @@ pub struct Worker {
     pub(super) stop: watch::Receiver<Option<StopCause>>,
     pub(super) cluster_ready: watch::Receiver<bool>,
     pub(super) listeners: Arc<Vec<std::net::TcpListener>>,
+    /// Unix stream listeners passed to the master by systemd (socket activation).
+    pub(super) unix_listeners: Arc<Vec<std::os::unix::net::UnixListener>>,
     pub(super) ready: Arc<ReadySignal>,
 }
 
@@ -74,6 +76,24 @@ impl Worker {
             .ok_or_else(|| ClusterError::Protocol {
                 message: "this cluster has no listener: call Cluster::listen(addr)".into(),
             })
+    }
+
+    /// The shared Unix stream listeners: those systemd passed to the master (socket
+    /// activation, `ListenStream=/path`), in the order it passed them. Empty otherwise.
+    ///
+    /// # Errors
+    /// When a descriptor cannot be duplicated or registered with tokio.
+    pub fn unix_listeners(&self) -> Result<Vec<tokio::net::UnixListener>, ClusterError> {
+        self.unix_listeners
+            .iter()
+            .map(|l| {
+                let copy = l
+                    .try_clone()
+                    .map_err(|e| ClusterError::io("cannot duplicate a shared listener", e))?;
+                tokio::net::UnixListener::from_std(copy)
+                    .map_err(|e| ClusterError::io("cannot register a shared listener", e))
+            })
+            .collect()
     }
 
     /// Every shared listener, in the order of the `Cluster::listen` calls.

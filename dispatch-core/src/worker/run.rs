@@ -65,7 +65,7 @@ const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// reports ready (unless the application does). `None`: asked to stop meanwhile.
 async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Option<Worker>, ClusterError> {
     let link = MasterLink::join(env).await?;
-    let listeners = listeners::inherited(env.listen_fds)?;
+    let (listeners, unix_listeners) = listeners::inherited(env.listen_fds)?;
     let config = AgentConfig {
         socket: link.init.library_socket.clone(),
         token: link.init.token.clone(),
@@ -116,6 +116,7 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Option<Worker>, ClusterEr
         stop: link.orders.stop.clone(),
         cluster_ready: link.orders.cluster_ready.clone(),
         listeners: Arc::new(listeners),
+        unix_listeners: Arc::new(unix_listeners),
         ready,
     }))
 }
