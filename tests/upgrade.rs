@@ -47,6 +47,13 @@ fn upgrade_under_load_moves_every_process_to_the_new_build_with_no_failure() {
     );
     let new_master = new_master_pid(&text(&out));
     assert_ne!(new_master, old_master, "the master was replaced too");
+    // While the old master drains, its name already leads to the new one.
+    let status = ctl(&["--cluster", &name, "status"]);
+    assert!(
+        text(&status).contains(&format!("master pid {new_master}")),
+        "dispatchctl follows the new master at once: {}",
+        text(&status)
+    );
 
     // Load goes on through the old processes' drain.
     std::thread::sleep(Duration::from_secs(1));
@@ -214,4 +221,33 @@ fn sigusr2_upgrades_too() {
     let stop = ctl(&["--cluster", &name, "stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
+}
+
+#[test]
+fn a_file_that_is_not_a_cluster_fails_the_upgrade_with_its_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = Installed::new("dispatch-upgrade-script", &v1());
+    let name = format!("upgrade-script-{}", std::process::id());
+    let cluster = support::Cluster::start_bin(&app.path, &[], &[("UPGRADE_NAME", name.as_str())]);
+    let addr = cluster.listen_addr();
+    let script = app.path.with_file_name("script");
+    std::fs::write(&script, "#!/bin/sh\necho 'not a cluster' >&2\nexit 3\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    app.replace_with(&script);
+    let out = ctl(&["--cluster", &name, "upgrade"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("exit status: 3"),
+        "the exit is the reason: {said}"
+    );
+    let (code, body) = support::http::get(&addr, "/").expect("build 1 serves on");
+    assert!(code == 200 && body.starts_with("v1 "), "{code} {body}");
+    println!(
+        "measured: upgrade to a non-cluster file refused: {}",
+        said.trim()
+    );
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    cluster.wait(Duration::from_secs(30)).assert_success();
 }

@@ -39,8 +39,9 @@ use tokio::time::Instant;
 pub(super) const UPGRADE_PROTOCOL: u32 = 1;
 /// The longest line on the link.
 const MAX_LINE: u64 = 4096;
-/// How long each side waits for the other's hello.
-const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long each side waits for the other's hello (the new build runs `main` up to
+/// `Cluster::run` first).
+const HELLO_DEADLINE: Duration = Duration::from_secs(30);
 
 /// This build, as the link names it.
 fn build() -> String {
@@ -277,9 +278,15 @@ async fn watch_new_master(
     let mut reader = BufReader::new(reader);
     let _ = writer.write_all(hello().as_bytes()).await;
     let outcome = tokio::time::timeout(deadline, async {
-        let line = match read_line(&mut reader).await {
-            Ok(Some(line)) => line,
-            Ok(None) | Err(_) => return Err(None),
+        let line = match tokio::time::timeout(HELLO_DEADLINE, read_line(&mut reader)).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None) | Err(_)) => return Err(None),
+            Err(_) => {
+                return Err(Some(format!(
+                    "the new build did not greet within {HELLO_DEADLINE:?}: is it a dispatch \
+                     cluster of this version?"
+                )))
+            }
         };
         let build = check_hello(&line, "new master")?;
         match read_line(&mut reader).await {
@@ -359,7 +366,11 @@ impl NewMasterLink {
             .map_err(|e| ClusterError::io("cannot greet the old master", e))?;
         let line = tokio::time::timeout(HELLO_DEADLINE, read_line(&mut link.reader))
             .await
-            .map_err(|_| protocol("the old master did not greet within 10 s".into()))?
+            .map_err(|_| {
+                protocol(format!(
+                    "the old master did not greet within {HELLO_DEADLINE:?}"
+                ))
+            })?
             .map_err(|e| ClusterError::io("cannot read the old master's greeting", e))?
             .ok_or_else(|| protocol("the old master closed the upgrade link".into()))?;
         match check_hello(&line, "old master") {
