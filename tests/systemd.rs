@@ -135,16 +135,21 @@ fn notify_socket_hears_the_documented_sequence() {
 
 /// Starts build 1 as systemd would with one passed socket: `fd` at descriptor 3,
 /// `LISTEN_FDS=1`, `LISTEN_PID` its pid.
-fn start_with_passed_socket(
-    fd: std::os::fd::RawFd,
-    env: &[(&str, &str)],
-) -> (std::process::Child, support::upgrade::GroupGuard) {
+fn start_with_passed_socket(fd: std::os::fd::RawFd, env: &[(&str, &str)]) -> Started {
     use std::os::unix::process::CommandExt;
+    let dir = support::TempPath::new(&format!("dispatch-sdpass-{fd}"));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let notify_path = dir.0.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the fake notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
     let mut cmd = std::process::Command::new("sh");
     // `exec` keeps the shell's pid: LISTEN_PID is the master's.
     cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
         .arg(v1())
         .env("LISTEN_FDS", "1")
+        .env("NOTIFY_SOCKET", &notify_path)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
@@ -170,11 +175,38 @@ fn start_with_passed_socket(
     }
     let child = cmd.spawn().expect("start the cluster");
     let guard = support::upgrade::GroupGuard(child.id() as i32);
-    (child, guard)
+    Started {
+        child,
+        _guard: guard,
+        notify,
+        _dir: dir,
+    }
 }
 
-/// Stops the cluster with SIGTERM; returns its log after checking it exited 0.
-fn stop(mut child: std::process::Child) -> String {
+/// A cluster started by [`start_with_passed_socket`].
+struct Started {
+    child: std::process::Child,
+    _guard: support::upgrade::GroupGuard,
+    notify: UnixDatagram,
+    _dir: support::TempPath,
+}
+
+/// Waits until the cluster is ready (`READY=1`), stops it with SIGTERM, and returns its log
+/// after checking it exited 0.
+fn stop(started: Started) -> String {
+    let Started {
+        mut child,
+        _guard,
+        notify,
+        _dir,
+    } = started;
+    let mut got = Vec::new();
+    await_datagram(
+        &notify,
+        &mut got,
+        |d| d.starts_with("READY=1"),
+        Duration::from_secs(30),
+    );
     let pgid = child.id() as i32;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pgid),
@@ -197,7 +229,7 @@ fn a_cluster_serves_on_the_socket_systemd_passes() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let name = format!("sdlisten-{}", std::process::id());
-    let (child, guard) = start_with_passed_socket(
+    let started_cluster = start_with_passed_socket(
         listener.as_raw_fd(),
         &[
             ("LISTEN_FDNAMES", "http"),
@@ -221,12 +253,11 @@ fn a_cluster_serves_on_the_socket_systemd_passes() {
         "measured: served on the passed socket {addr} {:?} after start",
         started.elapsed()
     );
-    let log = stop(child);
+    let log = stop(started_cluster);
     assert!(
         log.contains("adopting 1 listener(s) passed by systemd"),
         "the master says it adopted the socket:\n{log}"
     );
-    drop(guard);
     drop(listener);
 }
 
@@ -239,7 +270,8 @@ fn a_cluster_serves_on_a_unix_socket_systemd_passes() {
     let path = dir.0.join("app.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
     let name = format!("sdunix-{}", std::process::id());
-    let (child, guard) = start_with_passed_socket(listener.as_raw_fd(), &[("UPGRADE_NAME", &name)]);
+    let started_cluster =
+        start_with_passed_socket(listener.as_raw_fd(), &[("UPGRADE_NAME", &name)]);
     let started = Instant::now();
     let answer = loop {
         let mut line = String::new();
@@ -262,11 +294,10 @@ fn a_cluster_serves_on_a_unix_socket_systemd_passes() {
         started.elapsed(),
         answer.trim()
     );
-    let log = stop(child);
+    let log = stop(started_cluster);
     assert!(
         log.contains(&format!("listening on unix:{}", path.display())),
         "{log}"
     );
-    drop(guard);
     drop(listener);
 }
