@@ -247,3 +247,57 @@ enum RequestKind {
     Upgrade,
     Other,
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    fn found(pid: u32, upgrading: bool, retiring: bool) -> Found {
+        Found {
+            name: "app".into(),
+            master_pid: pid,
+            dir: PathBuf::from(format!("/tmp/dispatch-{pid}-x")),
+            owner: nix::unistd::getuid().as_raw(),
+            upgrading,
+            retiring,
+        }
+    }
+
+    fn select(clusters: Vec<Found>, wanted: Option<&str>) -> u32 {
+        Discovered {
+            clusters,
+            looked_in: Vec::new(),
+        }
+        .select(wanted)
+        .expect("one is chosen")
+        .master_pid
+    }
+
+    #[test]
+    fn the_name_leads_to_the_master_serving_during_an_upgrade() {
+        // Before the new master is ready: the old one.
+        let before = vec![found(10, false, false), found(20, true, false)];
+        assert_eq!(select(before.clone(), Some("app")), 10);
+        assert_eq!(select(before, None), 10);
+        // Once the old one retires: the new one, whether or not it has cleared its mark.
+        assert_eq!(
+            select(
+                vec![found(10, false, true), found(20, true, false)],
+                Some("app")
+            ),
+            20
+        );
+        assert_eq!(
+            select(vec![found(10, false, true), found(20, false, false)], None),
+            20
+        );
+        // A pid still selects either.
+        assert_eq!(
+            select(
+                vec![found(10, false, true), found(20, false, false)],
+                Some("10")
+            ),
+            10
+        );
+    }
+}
