@@ -14,6 +14,10 @@ impl Master {
             tracing::warn!("reload requested while the cluster is starting: ignored");
             return;
         }
+        if self.upgrade.is_some() {
+            tracing::warn!("reload requested during an upgrade: ignored (the new build replaces every process)");
+            return;
+        }
         if self.reload.is_some() {
             tracing::info!("a reload is already in progress");
             return;
