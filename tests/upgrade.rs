@@ -251,3 +251,35 @@ fn a_file_that_is_not_a_cluster_fails_the_upgrade_with_its_exit() {
     assert!(stop.status.success(), "{}", text(&stop));
     cluster.wait(Duration::from_secs(30)).assert_success();
 }
+
+#[test]
+fn the_cluster_handle_upgrades_from_the_masters_own_code() {
+    let app = Installed::new("dispatch-upgrade-handle", &v1());
+    let name = format!("upgrade-handle-{}", std::process::id());
+    let trigger = app.path.with_file_name("trigger");
+    let trigger_env = trigger.to_string_lossy().into_owned();
+    let cluster = support::Cluster::start_bin(
+        &app.path,
+        &[],
+        &[
+            ("UPGRADE_NAME", name.as_str()),
+            ("UPGRADE_TRIGGER", trigger_env.as_str()),
+        ],
+    );
+    let old_master = cluster.pid();
+    let addr = cluster.listen_addr();
+    app.replace_with(&v2());
+    std::fs::write(&trigger, "").expect("trigger");
+    cluster.await_stdout("TRIGGER upgrade queued=true", 1, Duration::from_secs(30));
+    cluster.await_log("the old master handed over", 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(old_master) {
+        assert!(Instant::now() < deadline, "the old master did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = support::http::get(&addr, "/").expect("build 2 serves");
+    assert!(code == 200 && body.starts_with("v2 "), "{code} {body}");
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
+}
