@@ -9,6 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) enum Command {
     /// Rolling reload of every worker. For [`ClusterHandle::reload`] and `dispatchctl reload`.
     Reload,
+    /// Library handover: a new Library replaces the running one without failing a call. For
+    /// [`ClusterHandle::reload_library`] and `dispatchctl reload --library`; `reply` is answered
+    /// once the new Library is ready, or with why there is no handover.
+    ReloadLibrary {
+        reply: Option<oneshot::Sender<Result<String, String>>>,
+    },
     /// Graceful shutdown. For [`ClusterHandle::stop`] and `dispatchctl stop`.
     Stop,
     /// The cluster's status, with per-method metrics if `methods`. For `dispatchctl status`.
@@ -37,6 +43,18 @@ impl ClusterHandle {
     /// once its replacement is ready. Returns `false` if the cluster is no longer running.
     pub fn reload(&self) -> bool {
         self.commands.send(Command::Reload).is_ok()
+    }
+
+    /// Replaces the Library without failing a call (a Library handover): a new Library starts
+    /// beside the running one; once it is ready, new calls go to it while the calls in flight
+    /// finish on the old one, services with [`Handover`](crate::Handover) hooks carry their
+    /// state across, and the old Library runs its close hooks and exits. If the new Library
+    /// cannot start, the old one keeps serving. Returns `false` if the cluster is no longer
+    /// running.
+    pub fn reload_library(&self) -> bool {
+        self.commands
+            .send(Command::ReloadLibrary { reply: None })
+            .is_ok()
     }
 
     /// Stops the cluster gracefully. Returns `false` if it is no longer running.

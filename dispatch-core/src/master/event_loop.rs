@@ -23,6 +23,9 @@ impl Master {
         if let Some(every) = self.config.heartbeat_interval() {
             self.schedule(every, Timer::Liveness);
         }
+        if self.recycles_library() {
+            self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+        }
         let period = self.queue_watch_period();
         self.schedule(period, Timer::QueueWatch);
         let result = match self.spawn(ChildKind::Library, Part::Current) {
@@ -108,6 +111,30 @@ impl Master {
                 self.on_stats(pid, id, calls, in_flight, methods);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::LibrarySwitched { generation },
+                ..
+            } => {
+                self.handover_worker_done(pid, Some(generation));
+                Flow::Continue
+            }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Snapshot { state },
+                ..
+            } => {
+                self.handover_snapshot(pid, state);
+                Flow::Continue
+            }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Restored,
+                ..
+            } => {
+                self.handover_restored(pid);
+                Flow::Continue
+            }
             ChildEvent::Broken { kind, pid, reason } => {
                 self.on_broken(kind, pid, &reason);
                 Flow::Continue
@@ -148,6 +175,11 @@ impl Master {
             Command::Reload => {
                 tracing::info!("reload requested");
                 self.start_reload();
+                Flow::Continue
+            }
+            Command::ReloadLibrary { reply } => {
+                tracing::info!("library handover requested");
+                self.start_library_handover("requested".into(), reply);
                 Flow::Continue
             }
             Command::Stop => {
@@ -197,6 +229,15 @@ impl Master {
                     Flow::Continue
                 }
                 Timer::Liveness => self.check_liveness(),
+                Timer::Recycle => {
+                    self.check_library_recycle();
+                    self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+                    Flow::Continue
+                }
+                Timer::Handover(generation) => {
+                    self.handover_deadline(generation);
+                    Flow::Continue
+                }
             };
             if let Flow::Stop(_) = flow {
                 return flow;

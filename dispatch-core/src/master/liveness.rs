@@ -57,6 +57,10 @@ impl Master {
         let Some(pid) = self.library.current else {
             return;
         };
+        // During a handover the socket of the Library's slot is the new one's, and moves.
+        if self.library_handover.is_some() {
+            return;
+        }
         let socket = &self.init.library_socket;
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
