@@ -37,7 +37,9 @@ static CONTEXT: once_cell::sync::Lazy<tarpc::context::Context> =
 /// If the Library dies, the Agent reconnects by itself as soon as the master has restarted it.
 /// A call that was in flight fails at once with [`Error::LibraryRestarted`]; a call made while
 /// the Library is down waits for it, up to the call's deadline, and then fails with
-/// [`Error::Unavailable`] (it was not delivered).
+/// [`Error::Unavailable`] (it was not delivered). A Library *handover* (the Library replaced
+/// on purpose) fails no call: new calls go to the new Library, calls in flight finish on the
+/// old one.
 #[derive(Debug)]
 pub struct Agent {
     link: watch::Receiver<Option<Arc<Link>>>,
