@@ -264,3 +264,88 @@ fn a_library_over_its_rss_limit_is_recycled_through_a_handover() {
     );
     assert_eq!(failed, 0, "{}", run.stdout);
 }
+
+/// The old Library dies during the handover (its calls in flight are slow): only those calls
+/// fail (`LibraryRestarted`, as in any crash); the new Library takes over without a restart,
+/// the handover completes, and every later call succeeds on it.
+#[test]
+fn an_old_library_that_dies_during_the_handover_leaves_the_new_one_serving() {
+    let dir = TempPath::new("dispatch-handover-old-dies");
+    let cluster = start(
+        &["--workers", "2", "--calls", "8", "--work-ms", "1500"],
+        &dir,
+    );
+    let old = pid_after(&cluster.stderr(), "library ready in").expect("library pid");
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = admin(cluster.pid(), Request::ReloadLibrary);
+    assert!(matches!(answer, Response::Done(_)), "{answer:?}");
+    cluster.await_log("moving 2 workers", 1, Duration::from_secs(60));
+    let killed = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).expect("kill");
+    cluster.await_log(" complete in ", 1, Duration::from_secs(60));
+    let complete = killed.elapsed();
+    // Every worker makes new calls (1.5 s each) on the new Library.
+    std::thread::sleep(Duration::from_millis(3500));
+    let log = cluster.stderr();
+    let new = pid_after(&log, "new library ready in").expect("new library pid") as u32;
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let (ok, failed, _, pids) = tallies(&run);
+    eprintln!(
+        "measured: old library killed during the handover: {failed} calls failed (in flight on \
+         it), {ok} ok, handover complete {complete:?} after the kill"
+    );
+    assert!(
+        failed <= 16,
+        "only the calls in flight on the old library fail: {failed}"
+    );
+    assert!(
+        !log.contains("restarting the library"),
+        "no restart:\n{log}"
+    );
+    assert!(log.contains("the new one takes over"), "{log}");
+    for seen in &pids {
+        assert!(seen.contains(&new), "{pids:?}");
+    }
+}
+
+/// The old Library dies while the new one still starts: the workers' calls wait (none fails
+/// but those in flight on it), the new Library takes the slot once ready, without a restart.
+#[test]
+fn an_old_library_that_dies_before_the_new_one_is_ready_is_taken_over() {
+    let dir = TempPath::new("dispatch-handover-old-dies-early");
+    let cluster = start(&["--workers", "2", "--calls", "8", "--work-ms", "5"], &dir);
+    let old = pid_after(&cluster.stderr(), "library ready in").expect("library pid");
+    std::fs::write(dir.0.join("slow-init"), b"").expect("marker");
+    let master = cluster.pid();
+    let asked = std::thread::spawn(move || admin(master, Request::ReloadLibrary));
+    cluster.await_log("starting a new library", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).expect("kill");
+    let answer = asked.join().expect("admin thread");
+    assert!(matches!(answer, Response::Done(_)), "{answer:?}");
+    cluster.await_log(" complete in ", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = cluster.stderr();
+    let new = pid_after(&log, "new library ready in").expect("new library pid") as u32;
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let (ok, failed, max_ms, pids) = tallies(&run);
+    eprintln!(
+        "measured: old library killed before the new one was ready: {failed} calls failed (in \
+         flight on it), {ok} ok, slowest call {max_ms} ms (waiting for the new one)"
+    );
+    assert!(
+        failed <= 16,
+        "only the calls in flight on the old library fail: {failed}"
+    );
+    assert!(
+        !log.contains("restarting the library"),
+        "no restart:\n{log}"
+    );
+    for seen in &pids {
+        assert!(seen.contains(&new), "{pids:?}");
+    }
+}

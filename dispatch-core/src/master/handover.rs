@@ -352,8 +352,24 @@ impl Master {
             let _ = std::fs::remove_file(&self.init.library_socket);
             self.init.library_socket = h.old_path;
             if let Some(reply) = h.reply {
-                let _ = reply.send(Err(why));
+                let _ = reply.send(Err(why.clone()));
             }
+            if self.library.current.is_none() {
+                // The old one died meanwhile: the slot needs a process.
+                return Some(self.crashed(kind, pid, Instant::now(), &why));
+            }
+            return Some(Flow::Continue);
+        }
+        if pid == h.old && part == Part::Current {
+            // Before the new Library is ready: it takes the slot once it is, and the workers
+            // (disconnected meanwhile, their calls waiting) move to it.
+            tracing::error!(
+                "library handover {}: the old library {how} before the new one was ready; the \
+                 new one takes over once ready",
+                h.generation
+            );
+            self.library.current = None;
+            self.library.last_failure = Some(how.to_owned());
             return Some(Flow::Continue);
         }
         if pid == h.old && part == Part::Retiring {
