@@ -349,3 +349,44 @@ fn an_old_library_that_dies_before_the_new_one_is_ready_is_taken_over() {
         assert!(seen.contains(&new), "{pids:?}");
     }
 }
+
+/// Snapshots over the control message's budget: the snapshot fails with an error that says
+/// so and what to do, the new Library serves from its fresh state, and no call fails.
+#[test]
+fn a_snapshot_over_its_budget_is_refused_and_no_call_fails() {
+    let dir = TempPath::new("dispatch-handover-big");
+    let cluster = start(
+        &[
+            "--workers",
+            "2",
+            "--calls",
+            "32",
+            "--method",
+            "incr",
+            "--work-ms",
+            "2",
+        ],
+        &dir,
+    );
+    std::fs::write(dir.0.join("big-snapshot"), b"2000000").expect("marker");
+    let answer = admin(cluster.pid(), Request::ReloadLibrary);
+    assert!(matches!(answer, Response::Done(_)), "{answer:?}");
+    cluster.await_log(" complete in ", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = cluster.stderr();
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let (ok, failed, _, _) = tallies(&run);
+    let why = log
+        .lines()
+        .find(|l| l.contains("no snapshot:"))
+        .unwrap_or_else(|| panic!("the snapshot error:\n{log}"));
+    eprintln!(
+        "measured: snapshot of 2,000,000 bytes refused: {why}; {ok} calls ok, {failed} failed"
+    );
+    assert!(why.contains("bytes one control message carries"), "{why}");
+    assert!(log.contains("serves from its fresh state"), "{log}");
+    assert!(!run.stdout.contains("BIG restored"), "{}", run.stdout);
+    assert_eq!(failed, 0, "{}", run.stdout);
+}

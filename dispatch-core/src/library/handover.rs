@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 /// worker's side, say) to end before it takes the snapshots anyway.
 const QUIET_WAIT: Duration = Duration::from_secs(5);
 
+/// The most bytes of snapshots, over every service: they travel in one control message, with
+/// room for its envelope and the service names.
+const SNAPSHOT_BUDGET: usize = MAX_MESSAGE - 4096;
+
 /// Follows the master's handover orders for the Library's life.
 pub(super) async fn follow(
     mut orders: mpsc::UnboundedReceiver<ToChild>,
@@ -32,11 +36,16 @@ pub(super) async fn follow(
                          snapshots anyway"
                     );
                 }
-                let state = services.snapshot(MAX_MESSAGE - 4096).await;
-                match &state {
-                    Ok(s) => tracing::info!("handover: took {} service snapshots", s.len()),
-                    Err(e) => tracing::error!("handover: no snapshot: {e}"),
-                }
+                let state = match services.snapshot(SNAPSHOT_BUDGET).await {
+                    Ok(s) => {
+                        tracing::info!("handover: took {} service snapshots", s.len());
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        tracing::error!("handover: no snapshot: {e}");
+                        Err(e.to_string())
+                    }
+                };
                 let _ = outbox.send(&ToMaster::Snapshot { state });
             }
             ToChild::Restore { state } => {

@@ -33,6 +33,38 @@ struct Method {
     fallible: bool,
 }
 
+/// Why the old Library has no snapshot to hand over.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SnapshotError {
+    /// A service's snapshot hook returned an error.
+    #[error("service `{service}`: its snapshot hook failed: {message}")]
+    Hook {
+        /// The service.
+        service: String,
+        /// The hook's error.
+        message: String,
+    },
+    /// A service's snapshot hook panicked.
+    #[error("service `{service}`: its snapshot hook panicked: {message}")]
+    Panicked {
+        /// The service.
+        service: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The snapshots together do not fit in one control message.
+    #[error(
+        "the snapshots take {size} bytes, over the {budget} bytes one control message carries: \
+         keep large state in a store both Libraries reach, and only its key in the snapshot"
+    )]
+    TooLarge {
+        /// Their size.
+        size: usize,
+        /// The budget.
+        budget: usize,
+    },
+}
+
 /// Every service of the Library, by wire name.
 pub(crate) struct Services {
     by_name: HashMap<&'static str, Hosted>,
@@ -276,36 +308,35 @@ impl Services {
         any
     }
 
-    /// The snapshots of the services with handover hooks, by name. A failing hook (or a panic)
-    /// fails the whole snapshot, with every failure named; so does a total over `budget` bytes.
-    pub(crate) async fn snapshot(&self, budget: usize) -> Result<Vec<(String, ByteBuf)>, String> {
+    /// The snapshots of the services with handover hooks, by name. The first failing hook (or
+    /// panic) fails the whole snapshot; so does a total over `budget` bytes.
+    pub(crate) async fn snapshot(
+        &self,
+        budget: usize,
+    ) -> Result<Vec<(String, ByteBuf)>, SnapshotError> {
         let mut state = Vec::new();
-        let mut failures = Vec::new();
-        let mut total = 0_usize;
+        let mut size = 0_usize;
         for (name, hosted) in self.by_name.iter().filter(|(_, h)| h.handover) {
             let instance = Arc::clone(&hosted.instance);
+            let service = (*name).to_owned();
             match AssertUnwindSafe(instance.snapshot()).catch_unwind().await {
                 Ok(Ok(bytes)) => {
-                    total = total.saturating_add(bytes.len() + name.len() + 16);
-                    state.push(((*name).to_owned(), ByteBuf::from(bytes)));
+                    size = size.saturating_add(bytes.len() + name.len() + 16);
+                    state.push((service, ByteBuf::from(bytes)));
                 }
-                Ok(Err(e)) => failures.push(format!("service `{name}`: snapshot failed: {e}")),
-                Err(panic) => failures.push(format!(
-                    "service `{name}`: snapshot panicked: {}",
-                    panic::message(&*panic)
-                )),
+                Ok(Err(message)) => return Err(SnapshotError::Hook { service, message }),
+                Err(panic) => {
+                    return Err(SnapshotError::Panicked {
+                        service,
+                        message: panic::message(&*panic),
+                    })
+                }
             }
         }
-        if total > budget {
-            failures.push(format!(
-                "the snapshots take {total} bytes, over the {budget} bytes one control message                  carries: keep large state in a store both Libraries reach, and only its key in                  the snapshot"
-            ));
+        if size > budget {
+            return Err(SnapshotError::TooLarge { size, budget });
         }
-        if failures.is_empty() {
-            Ok(state)
-        } else {
-            Err(failures.join("; "))
-        }
+        Ok(state)
     }
 
     /// Restores the services from `state` (each snapshot given to the service of its name),
