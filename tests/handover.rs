@@ -390,3 +390,36 @@ fn a_snapshot_over_its_budget_is_refused_and_no_call_fails() {
     assert!(!run.stdout.contains("BIG restored"), "{}", run.stdout);
     assert_eq!(failed, 0, "{}", run.stdout);
 }
+
+/// After a handover, a crash of the new Library is handled as any Library crash: it is
+/// restarted on its socket and the Agents reconnect to it.
+#[test]
+fn a_library_crash_after_a_handover_is_restarted_and_agents_reconnect() {
+    let dir = TempPath::new("dispatch-handover-crash-after");
+    let cluster = start(&["--workers", "2", "--calls", "8", "--work-ms", "5"], &dir);
+    let answer = admin(cluster.pid(), Request::ReloadLibrary);
+    assert!(matches!(answer, Response::Done(_)), "{answer:?}");
+    cluster.await_log(" complete in ", 1, Duration::from_secs(60));
+    let new = pid_after(&cluster.stderr(), "new library ready in").expect("new library pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), Signal::SIGKILL).expect("kill");
+    cluster.await_log(
+        "library restarted: telling the workers",
+        1,
+        Duration::from_secs(60),
+    );
+    let log = cluster.stderr();
+    let third = log
+        .rfind("library ready in")
+        .and_then(|at| pid_after(&log[at..], "library ready in"))
+        .expect("restarted library pid") as u32;
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let (ok, failed, _, pids) = tallies(&run);
+    eprintln!("measured: crash after a handover: {failed} calls failed (in flight), {ok} ok");
+    assert!(failed <= 16, "{failed}");
+    for seen in &pids {
+        assert!(seen.contains(&third), "{pids:?} {third}");
+    }
+}
