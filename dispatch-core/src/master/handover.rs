@@ -41,7 +41,9 @@ pub(super) struct LibraryHandover {
     pub(super) reason: String,
     pub(super) old: u32,
     pub(super) new: u32,
-    pub(super) old_path: PathBuf,
+    /// The new Library's socket: the slot's, and given to workers started from then on, once
+    /// it is ready.
+    pub(super) new_path: PathBuf,
     pub(super) phase: Phase,
     pub(super) started: Instant,
     /// When the current step's deadline passes.
@@ -91,16 +93,16 @@ impl Master {
         self.library_generation += 1;
         let generation = self.library_generation;
         let new_path = self.dir.path().join(format!("library-{generation}.sock"));
-        let old_path = std::mem::replace(&mut self.init.library_socket, new_path);
+        // Only the new Library is told the new socket now; workers started before it is ready
+        // connect to the old one, and move with the others.
+        let old_path = std::mem::replace(&mut self.init.library_socket, new_path.clone());
         self.init.handover = true;
         let spawned = self.spawn(ChildKind::Library, Part::Replacement);
         self.init.handover = false;
+        self.init.library_socket = old_path;
         let new = match spawned {
             Ok(new) => new,
-            Err(e) => {
-                self.init.library_socket = old_path;
-                return refuse(format!("cannot start a new library: {e}"));
-            }
+            Err(e) => return refuse(format!("cannot start a new library: {e}")),
         };
         tracing::info!(
             "library handover {generation} ({reason}): starting a new library (pid {new}) beside \
@@ -111,7 +113,7 @@ impl Master {
             reason,
             old,
             new,
-            old_path,
+            new_path,
             phase: Phase::Starting,
             started: Instant::now(),
             deadline: Instant::now(),
@@ -143,7 +145,8 @@ impl Master {
             .filter(|(_, p)| p.handle.kind != ChildKind::Library)
             .map(|(pid, _)| *pid)
             .collect();
-        let path = self.init.library_socket.clone();
+        let path = h.new_path.clone();
+        self.init.library_socket = path.clone();
         tracing::info!(
             "library handover {generation}: the new library (pid {new}) is ready after {:?}; \
              moving {} workers to it",
@@ -349,8 +352,7 @@ impl Master {
                 h.generation,
                 h.old
             );
-            let _ = std::fs::remove_file(&self.init.library_socket);
-            self.init.library_socket = h.old_path;
+            let _ = std::fs::remove_file(&h.new_path);
             if let Some(reply) = h.reply {
                 let _ = reply.send(Err(why.clone()));
             }

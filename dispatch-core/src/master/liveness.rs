@@ -57,7 +57,8 @@ impl Master {
         let Some(pid) = self.library.current else {
             return;
         };
-        // During a handover the socket of the Library's slot is the new one's, and moves.
+        // During a handover two Libraries run, each on its own socket, and the slot changes
+        // hands: checked again once it is over.
         if self.library_handover.is_some() {
             return;
         }
