@@ -423,3 +423,37 @@ fn a_library_crash_after_a_handover_is_restarted_and_agents_reconnect() {
         assert!(seen.contains(&third), "{pids:?} {third}");
     }
 }
+
+/// A worker restarted while the new Library starts connects to the old one, then moves with
+/// the others: no call of it fails, and it ends on the new Library.
+#[test]
+fn a_worker_started_during_the_handover_moves_with_the_others() {
+    let dir = TempPath::new("dispatch-handover-new-worker");
+    let cluster = start(&["--workers", "2", "--calls", "8", "--work-ms", "5"], &dir);
+    let log = cluster.stderr();
+    let worker = log
+        .find("started the worker 1")
+        .and_then(|at| pid_after(&log[at..], "started the worker 1"))
+        .expect("worker 1 pid");
+    std::fs::write(dir.0.join("slow-init"), b"").expect("marker");
+    let master = cluster.pid();
+    let asked = std::thread::spawn(move || admin(master, Request::ReloadLibrary));
+    cluster.await_log("starting a new library", 1, Duration::from_secs(60));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGKILL).expect("kill");
+    cluster.await_log("worker 1 ready in", 2, Duration::from_secs(60));
+    let answer = asked.join().expect("admin thread");
+    assert!(matches!(answer, Response::Done(_)), "{answer:?}");
+    cluster.await_log(" complete in ", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = cluster.stderr();
+    let new = pid_after(&log, "new library ready in").expect("new library pid") as u32;
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let (ok, failed, _, pids) = tallies(&run);
+    eprintln!("measured: worker restarted during the handover: {ok} calls ok, {failed} failed");
+    assert_eq!(failed, 0, "{}", run.stdout);
+    for seen in &pids {
+        assert!(seen.contains(&new), "{pids:?}");
+    }
+}
