@@ -204,6 +204,18 @@ fn a_new_library_that_fails_its_init_is_refused_and_the_old_one_keeps_serving() 
         "{reason}"
     );
     std::fs::remove_file(dir.0.join("fail-init")).expect("marker");
+    let Response::Status(status) = admin(cluster.pid(), Request::Status { methods: false }) else {
+        panic!("status");
+    };
+    let shown = status
+        .processes
+        .iter()
+        .find_map(|p| p.last_handover.clone())
+        .unwrap_or_default();
+    assert!(
+        shown.contains("aborted") && shown.contains("fail-init marker"),
+        "{shown}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(60));

@@ -353,6 +353,12 @@ impl Master {
                 h.old
             );
             let _ = std::fs::remove_file(&h.new_path);
+            self.library.last_handover = Some(format!(
+                "handover {} ({}) aborted after {} ms: {why}",
+                h.generation,
+                h.reason,
+                h.started.elapsed().as_millis()
+            ));
             if let Some(reply) = h.reply {
                 let _ = reply.send(Err(why.clone()));
             }
