@@ -40,14 +40,18 @@ pub(crate) fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
     let mut seen = Vec::new();
     for meta in metas {
         let key = meta.path();
-        if let Meta::Path(path) = &meta {
-            if path.is_ident("handover") {
-                if args.handover {
-                    cx.error(key, "`handover` is given twice; keep one");
-                }
-                args.handover = true;
-                continue;
+        if key.is_ident("handover") {
+            if !matches!(meta, Meta::Path(_)) {
+                cx.error(
+                    &meta,
+                    "`handover` takes no value: `#[library_service(handover)]`, with \
+                     `impl dispatch::Handover` for the type",
+                );
+            } else if args.handover {
+                cx.error(key, "`handover` is given twice; keep one");
             }
+            args.handover = true;
+            continue;
         }
         let Some(known) = ["name", "init", "close", "crate"]
             .into_iter()
