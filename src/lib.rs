@@ -78,9 +78,9 @@
 pub use dispatch_core::testing;
 pub use dispatch_core::{
     admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
-    LogFormat, Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats,
-    ProcessStatus, Received, RestartPolicy, Role, Runtime, ServiceClient, ServiceManifest,
-    Subscription, Topic, Worker,
+    Handover, HandoverError, LogFormat, Manifest, ManifestMismatch, Members, MessageError,
+    Messenger, MethodStats, ProcessStatus, Received, RestartPolicy, Role, Runtime, ServiceClient,
+    ServiceManifest, Subscription, Topic, Worker,
 };
 pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,

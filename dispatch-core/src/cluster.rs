@@ -95,6 +95,27 @@ impl Cluster {
         self
     }
 
+    /// Recycles the Library: once its resident memory exceeds `max_rss_bytes`, or once it has
+    /// run for `max_age`, the master replaces it through a Library handover (no call fails;
+    /// services with [`Handover`](crate::Handover) hooks keep their state). Checked every
+    /// second; the reason is logged and shown by `dispatchctl status`. Default: never.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cluster = dispatch::Cluster::new()
+    ///     .library_recycle(Some(2 << 30), Some(Duration::from_secs(24 * 3600)));
+    /// # let _ = cluster;
+    /// ```
+    pub fn library_recycle(
+        mut self,
+        max_rss_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Self {
+        self.settings.library_max_rss = max_rss_bytes;
+        self.settings.library_max_age = max_age;
+        self
+    }
+
     /// How long a stopping process may take before it is killed. Default 5 s.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.settings.grace_period = grace;

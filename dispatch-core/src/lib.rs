@@ -42,7 +42,14 @@
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
 //!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
-//!    old one is asked to stop. Listeners stay open throughout.
+//!    old one is asked to stop. Listeners stay open throughout. A **Library handover**
+//!    (`dispatchctl reload --library`, [`ClusterHandle::reload_library`], Library recycling)
+//!    replaces the Library without failing a call: a new Library starts beside the old one on
+//!    its own socket (`library-<n>.sock`); once it is ready, each Agent sends new calls to it
+//!    while its calls in flight finish on the old one; then the old Library's services with
+//!    [`Handover`] hooks take snapshots, the new one restores them before it admits the calls
+//!    it held for them, and the old Library runs its close hooks and exits
+//!    (`master/handover.rs`, `worker/switch.rs`, `library/handover.rs`).
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
 //!    drains through `Worker::shutdown`), kills stragglers after the grace period, then stops
 //!    the Library last, after its services' close hooks. A child whose master dies dies with it
@@ -101,7 +108,7 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
-pub use service::{Manifest, ManifestMismatch, ServiceManifest};
+pub use service::{Handover, HandoverError, Manifest, ManifestMismatch, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy, Runtime};
 pub use topic::{events, Members, Topic};
 pub use worker::{Agent, ServiceClient, Worker};

@@ -97,6 +97,21 @@ where
     })
 }
 
+/// `ErasedService::snapshot` of a service with `#[library_service(handover)]`.
+pub fn handover_snapshot<S: crate::service::Handover>(
+    service: Arc<S>,
+) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+    Box::pin(async move { service.snapshot().await.map_err(|e| e.to_string()) })
+}
+
+/// `ErasedService::restore` of a service with `#[library_service(handover)]`.
+pub fn handover_restore<S: crate::service::Handover>(
+    service: Arc<S>,
+    state: Vec<u8>,
+) -> futures::future::BoxFuture<'static, Result<(), String>> {
+    Box::pin(async move { service.restore(state).await.map_err(|e| e.to_string()) })
+}
+
 /// What a remote method's argument and return types must be: serde both ways. A trait of its own
 /// so the one error, at the user's type, names both traits and the fix; `do_not_recommend`
 /// keeps rustc from reporting `Serialize` and `DeserializeOwned` apart, without the message.

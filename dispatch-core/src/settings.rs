@@ -86,6 +86,12 @@ pub(crate) struct Settings {
     pub(crate) test_child_args: Option<Vec<std::ffi::OsString>>,
     /// What the data plane and the messenger may hold in memory (issue 12).
     pub(crate) budgets: DataBudgets,
+    /// Replace the Library through a handover once its resident memory exceeds this many
+    /// bytes; `None`: never for its memory.
+    pub(crate) library_max_rss: Option<u64>,
+    /// Replace the Library through a handover once it has run this long; `None`: never for
+    /// its age.
+    pub(crate) library_max_age: Option<Duration>,
 }
 
 /// The memory budgets of the data plane and of each process's messenger, in bytes (issue 12;
@@ -149,6 +155,8 @@ impl Default for Settings {
             worker_runtime: Runtime::default(),
             budgets: DataBudgets::default(),
             test_child_args: None,
+            library_max_rss: None,
+            library_max_age: None,
         }
     }
 }

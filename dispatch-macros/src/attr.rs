@@ -19,10 +19,13 @@ pub(crate) struct Args {
     pub(crate) close: Option<Ident>,
     /// `crate = path`: the path of the `dispatch` facade, instead of `::dispatch`.
     pub(crate) krate: Option<Path>,
+    /// `handover`: the type implements `dispatch::Handover`; its hooks carry its state across
+    /// a Library handover.
+    pub(crate) handover: bool,
 }
 
 const EXPECTED: &str =
-    "#[library_service] takes `name = \"…\"`, `init = path::to::async_fn`, `close = method` and `crate = path`";
+    "#[library_service] takes `name = \"…\"`, `init = path::to::async_fn`, `close = method`, `handover` and `crate = path`";
 
 /// Parses the attribute's arguments, reporting every mistake (not only the first) to `cx`.
 pub(crate) fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
@@ -37,6 +40,19 @@ pub(crate) fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
     let mut seen = Vec::new();
     for meta in metas {
         let key = meta.path();
+        if key.is_ident("handover") {
+            if !matches!(meta, Meta::Path(_)) {
+                cx.error(
+                    &meta,
+                    "`handover` takes no value: `#[library_service(handover)]`, with \
+                     `impl dispatch::Handover` for the type",
+                );
+            } else if args.handover {
+                cx.error(key, "`handover` is given twice; keep one");
+            }
+            args.handover = true;
+            continue;
+        }
         let Some(known) = ["name", "init", "close", "crate"]
             .into_iter()
             .find(|k| key.is_ident(k))

@@ -97,6 +97,7 @@ impl<'a> ServiceGenerator<'a> {
         );
         let arms = self.service.remote.iter().map(|m| self.arm(m, &args));
         let close = self.close();
+        let handover = self.handover();
         let service = &self.service.name;
         quote! {
             impl #p::ErasedService for #self_path {
@@ -113,6 +114,31 @@ impl<'a> ServiceGenerator<'a> {
                     }
                 }
                 #close
+                #handover
+            }
+        }
+    }
+
+    /// `ErasedService::{has_handover, snapshot, restore}`, forwarding to `dispatch::Handover`.
+    fn handover(&self) -> TokenStream {
+        let p = &self.private;
+        if !self.args.handover {
+            return TokenStream::new();
+        }
+        quote! {
+            fn has_handover(&self) -> bool {
+                true
+            }
+            fn snapshot(
+                self: ::std::sync::Arc<Self>,
+            ) -> #p::futures::future::BoxFuture<'static, ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+                #p::handover_snapshot(self)
+            }
+            fn restore(
+                self: ::std::sync::Arc<Self>,
+                state: ::std::vec::Vec<u8>,
+            ) -> #p::futures::future::BoxFuture<'static, ::std::result::Result<(), ::std::string::String>> {
+                #p::handover_restore(self, state)
             }
         }
     }

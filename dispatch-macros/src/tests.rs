@@ -434,3 +434,23 @@ fn signatures_are_rendered_like_rustfmt() {
     let ty: Type = syn::parse_quote!(Box<dyn Fn(&'static str) -> u8 + Send>);
     assert_eq!(render(&ty), "Box<dyn Fn(&'static str) -> u8 + Send>");
 }
+
+#[test]
+fn handover_forwards_the_hooks_and_is_off_by_default() {
+    let items = expand(quote!(handover, close = shutdown), demo());
+    let erased = find_impl(&items, |imp| is_trait_impl(imp, "ErasedService"));
+    let text = tokens(erased);
+    assert!(text.contains("fn has_handover"));
+    assert!(text.contains("handover_snapshot (self)"));
+    assert!(text.contains("handover_restore (self , state)"));
+    let items = expand(quote!(), demo());
+    let erased = find_impl(&items, |imp| is_trait_impl(imp, "ErasedService"));
+    assert!(!tokens(erased).contains("has_handover"));
+    let twice = errors(quote!(handover, handover), demo());
+    assert!(twice[0].contains("`handover` is given twice"), "{twice:?}");
+    let valued = errors(quote!(handover = yes), demo());
+    assert!(
+        valued[0].contains("`handover` takes no value"),
+        "{valued:?}"
+    );
+}

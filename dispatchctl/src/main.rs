@@ -3,7 +3,7 @@
 //! ```text
 //! dispatchctl list
 //! dispatchctl [--cluster NAME|PID] status [--methods] [--json]
-//! dispatchctl [--cluster NAME|PID] reload
+//! dispatchctl [--cluster NAME|PID] reload [--library]
 //! dispatchctl [--cluster NAME|PID] stop
 //! dispatchctl [--cluster NAME|PID] upgrade
 //! ```
@@ -18,7 +18,7 @@ use dispatch_core::admin::{discover, Request, Response};
 use dispatch_core::ClusterStatus;
 
 const USAGE: &str =
-    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload | stop | upgrade>";
+    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload [--library] | stop | upgrade>";
 
 fn main() {
     if let Err(e) = run() {
@@ -32,6 +32,8 @@ fn run() -> Result<()> {
     let cluster = take_value(&mut args, "--cluster")?;
     let json = take_flag(&mut args, "--json");
     let methods = take_flag(&mut args, "--methods");
+    // `reload --library`: a Library handover instead of a rolling reload of the workers.
+    let library = take_flag(&mut args, "--library");
     let command = match args.as_slice() {
         [one] => one.as_str(),
         [] => bail!("{USAGE}"),
@@ -40,6 +42,7 @@ fn run() -> Result<()> {
     let request = match command {
         "list" => None,
         "status" => Some(Request::Status { methods }),
+        "reload" if library => Some(Request::ReloadLibrary),
         "reload" => Some(Request::Reload),
         "stop" => Some(Request::Stop),
         "upgrade" => Some(Request::Upgrade),
@@ -160,6 +163,11 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
     if unknown {
         out.push_str("? = the process did not answer in time (starting, busy or hung)\n");
     }
+    for p in &status.processes {
+        if let Some(handover) = &p.last_handover {
+            out.push_str(&format!("library: last {handover}\n"));
+        }
+    }
     if methods {
         out.push('\n');
         let rows: Vec<[String; 5]> = status
@@ -255,6 +263,7 @@ mod tests {
             queued_bytes: 0,
             queued_messages: 0,
             queue_budget_bytes: 64 << 20,
+            last_handover: None,
         }
     }
 

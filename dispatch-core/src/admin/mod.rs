@@ -43,6 +43,10 @@ pub enum Request {
     },
     /// Start a rolling reload.
     Reload,
+    /// Replace the Library without failing a call (a Library handover). Answered once the new
+    /// Library is ready ([`Response::Done`]), or with why there is no handover
+    /// ([`Response::Refused`]: the new Library failed its init, one is already running...).
+    ReloadLibrary,
     /// Stop the cluster gracefully.
     Stop,
     /// Replace every process, the master included, by the build now on disk at the path the

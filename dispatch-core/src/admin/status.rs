@@ -57,4 +57,8 @@ pub struct ProcessStatus {
     /// The master's budget for that queue (`Cluster::child_queue_bytes`).
     #[serde(default)]
     pub queue_budget_bytes: u64,
+    /// The Library's last handover: why (`requested`, or the recycling limit it crossed), how
+    /// long it took, which pid it replaced. None for workers.
+    #[serde(default)]
+    pub last_handover: Option<String>,
 }

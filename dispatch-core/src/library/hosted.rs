@@ -10,13 +10,16 @@ use futures::FutureExt;
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// One live service and the metrics of its methods.
 struct Hosted {
     instance: Arc<dyn ErasedService>,
+    /// It has handover hooks: its calls wait at the gate while a handover holds them.
+    handover: bool,
     /// Its methods: one lookup per call finds the running count and the metrics.
     methods: HashMap<&'static str, Method>,
 }
@@ -30,6 +33,38 @@ struct Method {
     fallible: bool,
 }
 
+/// Why the old Library has no snapshot to hand over.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SnapshotError {
+    /// A service's snapshot hook returned an error.
+    #[error("service `{service}`: its snapshot hook failed: {message}")]
+    Hook {
+        /// The service.
+        service: String,
+        /// The hook's error.
+        message: String,
+    },
+    /// A service's snapshot hook panicked.
+    #[error("service `{service}`: its snapshot hook panicked: {message}")]
+    Panicked {
+        /// The service.
+        service: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The snapshots together do not fit in one control message.
+    #[error(
+        "the snapshots take {size} bytes, over the {budget} bytes one control message carries: \
+         keep large state in a store both Libraries reach, and only its key in the snapshot"
+    )]
+    TooLarge {
+        /// Their size.
+        size: usize,
+        /// The budget.
+        budget: usize,
+    },
+}
+
 /// Every service of the Library, by wire name.
 pub(crate) struct Services {
     by_name: HashMap<&'static str, Hosted>,
@@ -37,6 +72,10 @@ pub(crate) struct Services {
     payload_limit: usize,
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// Calls to services with handover hooks wait (a new Library, until it restored them).
+    held: AtomicBool,
+    /// `true` while held; calls wait for `false`.
+    gate: watch::Sender<bool>,
 }
 
 impl Services {
@@ -72,7 +111,15 @@ impl Services {
                         .iter()
                         .map(|m| (m.name, Method::new(m, metrics)))
                         .collect();
-                    by_name.insert(reg.name, Hosted { instance, methods });
+                    let handover = instance.has_handover();
+                    by_name.insert(
+                        reg.name,
+                        Hosted {
+                            instance,
+                            handover,
+                            methods,
+                        },
+                    );
                 }
                 Err(message) => failures.push(format!(
                     "service `{}` ({}) failed to initialise: {message}",
@@ -89,6 +136,8 @@ impl Services {
             payload_limit,
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+            gate: watch::Sender::new(false),
         })
     }
 
@@ -112,6 +161,11 @@ impl Services {
         let started = Instant::now();
         // Counted down on drop: a call cut at its deadline is dropped, not finished.
         let _running = crate::metrics::InFlight::start(&self.in_flight);
+        if hosted.handover && self.held.load(Ordering::Acquire) {
+            // A handover's new Library: wait until the old one's state is restored. Bounded by
+            // the call's deadline (the connection drops the call then).
+            let _ = self.gate.subscribe().wait_for(|held| !*held).await;
+        }
         let entry = hosted.methods.get(method.as_str());
         let _method_running = entry.map(|m| crate::metrics::InFlight::start(&m.running));
         let (result, ended) = self
@@ -241,6 +295,77 @@ impl Services {
                 }
             );
         }
+    }
+
+    /// Holds the calls to services with handover hooks at the gate until
+    /// [`restore`](Services::restore); returns whether any service has them.
+    pub(crate) fn hold_for_handover(&self) -> bool {
+        let any = self.by_name.values().any(|h| h.handover);
+        if any {
+            self.gate.send_replace(true);
+            self.held.store(true, Ordering::Release);
+        }
+        any
+    }
+
+    /// The snapshots of the services with handover hooks, by name. The first failing hook (or
+    /// panic) fails the whole snapshot; so does a total over `budget` bytes.
+    pub(crate) async fn snapshot(
+        &self,
+        budget: usize,
+    ) -> Result<Vec<(String, ByteBuf)>, SnapshotError> {
+        let mut state = Vec::new();
+        let mut size = 0_usize;
+        for (name, hosted) in self.by_name.iter().filter(|(_, h)| h.handover) {
+            let instance = Arc::clone(&hosted.instance);
+            let service = (*name).to_owned();
+            match AssertUnwindSafe(instance.snapshot()).catch_unwind().await {
+                Ok(Ok(bytes)) => {
+                    size = size.saturating_add(bytes.len() + name.len() + 16);
+                    state.push((service, ByteBuf::from(bytes)));
+                }
+                Ok(Err(message)) => return Err(SnapshotError::Hook { service, message }),
+                Err(panic) => {
+                    return Err(SnapshotError::Panicked {
+                        service,
+                        message: panic::message(&*panic),
+                    })
+                }
+            }
+        }
+        if size > budget {
+            return Err(SnapshotError::TooLarge { size, budget });
+        }
+        Ok(state)
+    }
+
+    /// Restores the services from `state` (each snapshot given to the service of its name),
+    /// then admits the held calls. A failing hook is logged; the service keeps its fresh state.
+    pub(crate) async fn restore(&self, state: Option<Vec<(String, ByteBuf)>>) {
+        for (name, bytes) in state.unwrap_or_default() {
+            let Some(hosted) = self.by_name.get(name.as_str()).filter(|h| h.handover) else {
+                tracing::warn!(
+                    "handover: the old library sent a snapshot of service `{name}`, which has no                      handover hooks here: ignored"
+                );
+                continue;
+            };
+            let instance = Arc::clone(&hosted.instance);
+            match AssertUnwindSafe(instance.restore(bytes.into_vec()))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => tracing::info!("handover: service `{name}` restored its state"),
+                Ok(Err(e)) => tracing::error!(
+                    "handover: service `{name}` could not restore its state: {e}; it serves                      from its fresh state"
+                ),
+                Err(panic) => tracing::error!(
+                    "handover: the restore hook of service `{name}` panicked: {}; it serves                      from its fresh state",
+                    panic::message(&*panic)
+                ),
+            }
+        }
+        self.held.store(false, Ordering::Release);
+        self.gate.send_replace(false);
     }
 
     /// Runs every service's close hook.

@@ -10,6 +10,7 @@
 mod accept;
 mod connection;
 mod gate;
+mod handover;
 mod hosted;
 mod peer_log;
 mod run;

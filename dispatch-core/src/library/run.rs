@@ -55,6 +55,19 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
             return Err(ClusterError::LibraryInit { message: reason });
         }
     };
+    if link.init.handover && services.hold_for_handover() {
+        tracing::info!(
+            "library started by a handover: calls to services with handover hooks wait until \
+             their state is restored"
+        );
+    }
+    if let Some(orders) = link.take_handover_orders() {
+        tokio::spawn(super::handover::follow(
+            orders,
+            Arc::clone(&services),
+            link.outbox.clone(),
+        ));
+    }
     let socket = &link.init.library_socket;
     let listener = bind(socket)?;
     let summary = services.manifest().summary();

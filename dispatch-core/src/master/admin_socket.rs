@@ -190,6 +190,21 @@ async fn answer(request: Request, commands: &mpsc::UnboundedSender<Command>) -> 
                 Err(_) => Response::Refused("the cluster stopped during the upgrade".into()),
             }
         }
+        Request::ReloadLibrary => {
+            tracing::info!("library handover requested through the admin socket");
+            let (tx, rx) = oneshot::channel();
+            if commands
+                .send(Command::ReloadLibrary { reply: Some(tx) })
+                .is_err()
+            {
+                return Response::Refused("the cluster is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(done)) => Response::Done(done),
+                Ok(Err(why)) => Response::Refused(why),
+                Err(_) => Response::Refused("the cluster is stopping".into()),
+            }
+        }
         Request::Stop => {
             tracing::info!("stop requested through the admin socket");
             match commands.send(Command::Stop) {

@@ -9,6 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) enum Command {
     /// Rolling reload of every worker. For [`ClusterHandle::reload`] and `dispatchctl reload`.
     Reload,
+    /// Library handover: a new Library replaces the running one without failing a call. For
+    /// [`ClusterHandle::reload_library`] and `dispatchctl reload --library`; `reply` is answered
+    /// once the new Library is ready, or with why there is no handover.
+    ReloadLibrary {
+        reply: Option<oneshot::Sender<Result<String, String>>>,
+    },
     /// Graceful shutdown. For [`ClusterHandle::stop`] and `dispatchctl stop`.
     Stop,
     /// Binary upgrade: a new master from the build on disk takes over. For
@@ -53,6 +59,18 @@ impl ClusterHandle {
     /// Returns `false` if the cluster is no longer running.
     pub fn upgrade(&self) -> bool {
         self.commands.send(Command::Upgrade { reply: None }).is_ok()
+    }
+
+    /// Replaces the Library without failing a call (a Library handover): a new Library starts
+    /// beside the running one; once it is ready, new calls go to it while the calls in flight
+    /// finish on the old one, services with [`Handover`](crate::Handover) hooks carry their
+    /// state across, and the old Library runs its close hooks and exits. If the new Library
+    /// cannot start, the old one keeps serving. Returns `false` if the cluster is no longer
+    /// running.
+    pub fn reload_library(&self) -> bool {
+        self.commands
+            .send(Command::ReloadLibrary { reply: None })
+            .is_ok()
     }
 
     /// Stops the cluster gracefully. Returns `false` if it is no longer running.

@@ -23,6 +23,9 @@ impl Master {
         if let Some(every) = self.config.heartbeat_interval() {
             self.schedule(every, Timer::Liveness);
         }
+        if self.recycles_library() {
+            self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+        }
         let period = self.queue_watch_period();
         self.schedule(period, Timer::QueueWatch);
         if let Some(every) = systemd::watchdog_period() {
@@ -118,6 +121,30 @@ impl Master {
                 self.on_stats(pid, id, calls, in_flight, methods);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::LibrarySwitched { generation },
+                ..
+            } => {
+                self.handover_worker_done(pid, Some(generation));
+                Flow::Continue
+            }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Snapshot { state },
+                ..
+            } => {
+                self.handover_snapshot(pid, state);
+                Flow::Continue
+            }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::Restored,
+                ..
+            } => {
+                self.handover_restored(pid);
+                Flow::Continue
+            }
             ChildEvent::Broken { kind, pid, reason } => {
                 self.on_broken(kind, pid, &reason);
                 Flow::Continue
@@ -170,6 +197,11 @@ impl Master {
                 self.start_upgrade(reply);
                 Flow::Continue
             }
+            Command::ReloadLibrary { reply } => {
+                tracing::info!("library handover requested");
+                self.start_library_handover("requested".into(), reply);
+                Flow::Continue
+            }
             Command::Stop => {
                 tracing::info!("stop requested: stopping the cluster");
                 Flow::Stop(Ok(()))
@@ -220,6 +252,15 @@ impl Master {
                 Timer::Watchdog(every) => {
                     systemd::notify("WATCHDOG=1");
                     self.schedule(every, Timer::Watchdog(every));
+                    Flow::Continue
+                }
+                Timer::Recycle => {
+                    self.check_library_recycle();
+                    self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+                    Flow::Continue
+                }
+                Timer::Handover(generation) => {
+                    self.handover_deadline(generation);
                     Flow::Continue
                 }
             };

@@ -23,6 +23,10 @@ impl Master {
         p.ready = true;
         let (kind, part, took) = (p.handle.kind, p.part, p.started.elapsed());
         match kind {
+            ChildKind::Library if part == Part::Replacement => {
+                tracing::info!(pid, "new library ready in {took:?}, hosting {services}");
+                self.handover_library_ready(pid);
+            }
             ChildKind::Library => {
                 tracing::info!(pid, "library ready in {took:?}, hosting {services}");
                 self.on_member_ready(pid, kind);
@@ -160,7 +164,34 @@ impl Master {
                 },
             );
         }
+        if self.library_handover.is_some() || kind != ChildKind::Library {
+            let how = describe_kill(status, p.killed);
+            let how = match (&p.failure, p.ready) {
+                (Some(reason), false) => format!("{how} before it was ready: {reason}"),
+                (Some(reason), true) => format!("{how}: {reason}"),
+                (None, false) => format!("{how} before it was ready"),
+                (None, true) => how,
+            };
+            if let Some(flow) = self.handover_exit(pid, kind, p.part, &how) {
+                if p.part == Part::Retiring {
+                    tracing::info!(
+                        pid,
+                        "the old library stopped ({})",
+                        describe_kill(status, p.killed)
+                    );
+                }
+                return flow;
+            }
+        }
         match p.part {
+            Part::Retiring if kind == ChildKind::Library => {
+                tracing::info!(
+                    pid,
+                    "the old library stopped ({})",
+                    describe_kill(status, p.killed)
+                );
+                Flow::Continue
+            }
             Part::Retiring => {
                 tracing::info!(
                     pid,

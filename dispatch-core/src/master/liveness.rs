@@ -57,6 +57,11 @@ impl Master {
         let Some(pid) = self.library.current else {
             return;
         };
+        // During a handover two Libraries run, each on its own socket, and the slot changes
+        // hands: checked again once it is over.
+        if self.library_handover.is_some() {
+            return;
+        }
         let socket = &self.init.library_socket;
         let Some(p) = self.procs.get_mut(&pid) else {
             return;

@@ -6,6 +6,7 @@
 //! [`Command`]s; one task owns the [`state`] and reacts in its [`event_loop`] to child events,
 //! signals, commands and timers.
 //!
+//! - `handover`: the Library replaced without failing a call.
 //! - `state`: what the master knows; `event_loop`: what it reacts to.
 //! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
@@ -22,6 +23,7 @@ mod child;
 mod command;
 mod event_loop;
 mod guard;
+mod handover;
 mod lifecycle;
 mod liveness;
 mod prometheus;
@@ -121,6 +123,7 @@ async fn start(
         settings: settings.clone(),
         published: 0,
         members: Members::default(),
+        handover: false,
     };
     let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;
     master.exe = exe;

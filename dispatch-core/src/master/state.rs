@@ -64,6 +64,8 @@ pub(super) struct Slot {
     pub(super) restarts: u32,
     /// How its last process that failed ended, for `dispatchctl status`.
     pub(super) last_failure: Option<String>,
+    /// The Library's last handover (why, how long), for `dispatchctl status`.
+    pub(super) last_handover: Option<String>,
 }
 
 /// Something the master does at a set time.
@@ -83,6 +85,10 @@ pub(super) enum Timer {
     QueueWatch,
     /// Tell systemd's watchdog this master is alive; comes back every half watchdog interval.
     Watchdog(Duration),
+    /// The current step of Library handover `generation` is late (see `handover`).
+    Handover(u64),
+    /// Check the Library against its recycling limits; comes back every second.
+    Recycle,
 }
 
 /// A rolling reload in progress.
@@ -112,6 +118,12 @@ pub(super) struct Master {
     pub(super) timer_seq: u64,
     pub(super) crash_window: CrashWindow,
     pub(super) reload: Option<Reload>,
+    /// A Library handover in progress.
+    pub(super) library_handover: Option<super::handover::LibraryHandover>,
+    /// The number of the last Library handover (its socket is `library-<n>.sock`).
+    pub(super) library_generation: u64,
+    /// No recycling of the Library before then (just tried).
+    pub(super) recycle_after: Option<Instant>,
     pub(super) mail: Mailboxes,
     pub(super) statuses: HashMap<u64, PendingStatus>,
     pub(super) status_seq: u64,
@@ -164,6 +176,9 @@ impl Master {
             timer_seq: 0,
             crash_window: CrashWindow::default(),
             reload: None,
+            library_handover: None,
+            library_generation: 0,
+            recycle_after: None,
             mail,
             statuses: HashMap::new(),
             status_seq: 0,

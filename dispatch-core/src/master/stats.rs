@@ -65,6 +65,7 @@ impl Master {
                     queued_bytes: queued.bytes as u64,
                     queued_messages: queued.messages as u64,
                     queue_budget_bytes: self.config.child_queue_bytes as u64,
+                    last_handover: slot.last_handover.clone(),
                 }
             })
             .collect();

@@ -138,6 +138,15 @@ impl Master {
                 "a rolling reload is in progress: try again when it completes".into(),
             );
         }
+        if let Some(h) = &self.library_handover {
+            return refuse(
+                reply,
+                format!(
+                    "library handover {} is in progress: try again when it completes",
+                    h.generation
+                ),
+            );
+        }
         let Some(exe) = self.exe.clone() else {
             return refuse(
                 reply,

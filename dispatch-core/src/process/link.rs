@@ -22,7 +22,7 @@ use crate::wire::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Why a child stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,10 @@ pub(crate) struct MasterLink {
     pub(crate) orders: Orders,
     stats: Arc<Mutex<Option<StatsFn>>>,
     busy: Arc<Mutex<Option<BusyFn>>>,
+    /// The master's handover orders ([`ToChild::LibraryMoved`], [`ToChild::Snapshot`],
+    /// [`ToChild::Restore`]), queued from the start until the role takes them. Unbounded: the
+    /// master sends at most one of each per handover, and one handover runs at a time.
+    handover: Mutex<Option<mpsc::UnboundedReceiver<ToChild>>>,
 }
 
 impl std::fmt::Debug for MasterLink {
@@ -152,6 +156,7 @@ impl MasterLink {
         let library_back = Arc::new(Notify::new());
         let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
         let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
+        let (handover_tx, handover) = mpsc::unbounded_channel();
         if let Some(every) = init.settings.heartbeat_interval() {
             tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), every));
         }
@@ -165,6 +170,7 @@ impl MasterLink {
                 cluster_ready: ready_tx,
                 library_back: Arc::clone(&library_back),
                 gone: gone_tx,
+                handover: handover_tx,
             },
         ));
         Ok(MasterLink {
@@ -178,7 +184,16 @@ impl MasterLink {
             },
             stats,
             busy,
+            handover: Mutex::new(Some(handover)),
         })
+    }
+
+    /// The master's handover orders, for the role to follow (`None` once taken).
+    pub(crate) fn take_handover_orders(&self) -> Option<mpsc::UnboundedReceiver<ToChild>> {
+        self.handover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Says what this child is doing in every heartbeat from now on (until then: nothing).
@@ -235,6 +250,7 @@ struct Signals {
     cluster_ready: watch::Sender<bool>,
     library_back: Arc<Notify>,
     gone: watch::Sender<bool>,
+    handover: mpsc::UnboundedSender<ToChild>,
 }
 
 /// Turns the master's messages into the child's state, for the child's whole life.
@@ -286,6 +302,12 @@ async fn follow(
                     }
                     first
                 });
+            }
+            Some(
+                msg @ (ToChild::LibraryMoved { .. } | ToChild::Snapshot | ToChild::Restore { .. }),
+            ) => {
+                // Dropped only when the role no longer follows them (it is stopping).
+                let _ = signals.handover.send(msg);
             }
             Some(
                 ToChild::Init(_)

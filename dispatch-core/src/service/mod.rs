@@ -2,10 +2,12 @@
 //! type-erased service, its methods and their signatures), the manifest built from every
 //! registration, and how a panic in a method becomes a message for its caller.
 
+mod handover;
 mod manifest;
 pub(crate) mod panic;
 mod registration;
 
+pub use handover::{Handover, HandoverError};
 pub use manifest::{Manifest, ManifestMismatch, ServiceManifest};
 pub(crate) use registration::registered;
 pub use registration::{CallFuture, ErasedService, InitFuture, MethodInfo, ServiceRegistration};

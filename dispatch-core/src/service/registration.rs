@@ -22,6 +22,21 @@ pub trait ErasedService: Send + Sync + 'static {
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+
+    /// Whether the service has [`Handover`](super::Handover) hooks (`#[library_service(handover)]`).
+    fn has_handover(&self) -> bool {
+        false
+    }
+
+    /// Runs the service's snapshot hook, if it has one (else an empty snapshot).
+    fn snapshot(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Runs the service's restore hook, if it has one.
+    fn restore(self: Arc<Self>, _state: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// One method of a service, as the manifest lists it.

@@ -74,6 +74,25 @@ pub(crate) enum ToChild {
         /// Their pids.
         pids: Vec<u32>,
     },
+    /// To a worker, during a Library handover: a new Library listens at `path` and is ready.
+    /// Send new calls there, let the calls in flight finish on the old connection, then answer
+    /// [`ToMaster::LibrarySwitched`].
+    LibraryMoved {
+        /// The new Library's socket.
+        path: PathBuf,
+        /// The handover's number, echoed in the answer.
+        generation: u64,
+    },
+    /// To the old Library, during a handover, once no worker calls it any more: take the
+    /// services' snapshots and answer [`ToMaster::Snapshot`].
+    Snapshot,
+    /// To the new Library, during a handover: restore the services from the old one's
+    /// snapshots (`None`: there are none, start fresh), then admit the calls held at its gate
+    /// and answer [`ToMaster::Restored`].
+    Restore {
+        /// Each snapshot, by service name.
+        state: Option<Vec<(String, ByteBuf)>>,
+    },
 }
 
 /// Where a message goes.
@@ -134,6 +153,9 @@ pub(crate) struct ChildInit {
     /// The cluster's live processes when the child was started: a restarted Library knows every
     /// worker before it serves its first call (egg#1743).
     pub(crate) members: Members,
+    /// To a Library started by a handover: hold calls to services with handover hooks at the
+    /// gate until the master sends [`ToChild::Restore`].
+    pub(crate) handover: bool,
 }
 
 /// Child → master.
@@ -163,6 +185,19 @@ pub(crate) enum ToMaster {
         /// The Library's per-method metrics; empty from workers.
         methods: Vec<MethodStats>,
     },
+    /// A worker moved to the new Library (see [`ToChild::LibraryMoved`]) and its calls on the
+    /// old one finished.
+    LibrarySwitched {
+        /// The handover's number.
+        generation: u64,
+    },
+    /// The old Library's snapshots (see [`ToChild::Snapshot`]), or why there are none.
+    Snapshot {
+        /// Each snapshot by service name, or the error.
+        state: Result<Vec<(String, ByteBuf)>, String>,
+    },
+    /// The new Library restored its services and admits calls.
+    Restored,
     /// A heartbeat: the child's runtime is making progress (sent by a task on it), with what
     /// it is doing, so that the master can say so if the heartbeats stop.
     Alive {
@@ -190,6 +225,7 @@ mod protocol_tests {
             settings: Settings::default(),
             published: 0,
             members: Members::default(),
+            handover: false,
         }));
         let ours = crate::wire::codec::encode(&init).expect("encode");
         assert!(matches!(decode_first(&ours), Ok(ToChild::Init(_))));

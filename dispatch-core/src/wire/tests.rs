@@ -197,7 +197,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
         //
         // ToChild::Init(ChildInit { protocol, token, library_socket, settings (the cluster's `Settings`,
         // as the master holds them), published: the number of Deliver messages that follow,
-        // members: Members { library, workers } }).
+        // members: Members { library, workers }, handover }).
         (
             Kind::ToChild,
             enc(&(
@@ -208,6 +208,7 @@ fn seeds() -> Vec<(Kind, Vec<u8>)> {
                 crate::settings::Settings::default(),
                 1_u32,
                 (Some(100_u32), vec![(0_u32, 101_u32), (1, 102)]),
+                false,
             )),
         ),
         (Kind::ToChild, enc(&ToChild::ClusterReady)),

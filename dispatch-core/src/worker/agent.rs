@@ -3,6 +3,7 @@
 
 use super::link::{keep_connected, open_link, Link, LinkError};
 use super::service_client::ServiceClient;
+use super::switch::Move;
 use crate::call_trace;
 use crate::cluster_error::ClusterError;
 use crate::error::Error;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::Instrument;
 
 static AGENT: OnceCell<Agent> = OnceCell::new();
@@ -36,7 +37,9 @@ static CONTEXT: once_cell::sync::Lazy<tarpc::context::Context> =
 /// If the Library dies, the Agent reconnects by itself as soon as the master has restarted it.
 /// A call that was in flight fails at once with [`Error::LibraryRestarted`]; a call made while
 /// the Library is down waits for it, up to the call's deadline, and then fails with
-/// [`Error::Unavailable`] (it was not delivered).
+/// [`Error::Unavailable`] (it was not delivered). A Library *handover* (the Library replaced
+/// on purpose) fails no call: new calls go to the new Library, calls in flight finish on the
+/// old one.
 #[derive(Debug)]
 pub struct Agent {
     link: watch::Receiver<Option<Arc<Link>>>,
@@ -50,6 +53,8 @@ pub struct Agent {
     in_flight: AtomicU64,
     /// Where and how it connected, for [`Agent::extra_connection`].
     connect: Connect,
+    /// To the link task: move to another Library (a handover).
+    moves: mpsc::UnboundedSender<Move>,
 }
 
 /// An [`AgentConfig`] whose `Debug` does not show the token.
@@ -145,6 +150,15 @@ impl Agent {
     /// Tells the Agent the Library is back, so it reconnects now instead of at its next retry.
     pub(crate) fn reconnect_now(&self) {
         self.reconnect.notify_one();
+    }
+
+    /// Moves to the Library at `path` (a handover): new calls go there; the receiver fires
+    /// once the calls in flight on the old Library finished.
+    pub(crate) fn move_to(&self, path: PathBuf) -> oneshot::Receiver<()> {
+        let (done, finished) = oneshot::channel();
+        // The link task lives as long as the process.
+        let _ = self.moves.send(Move { path, done });
+        finished
     }
 
     /// Sends one call and waits for its reply or its deadline (`timeout`, or the Agent's default).
@@ -281,11 +295,13 @@ impl Agent {
         };
         let (link_tx, link) = watch::channel(Some(Arc::new(Link { client })));
         let reconnect = Arc::new(Notify::new());
+        let (moves, moves_rx) = mpsc::unbounded_channel();
         tokio::spawn(keep_connected(
             config.clone(),
             dispatch,
             link_tx,
             Arc::clone(&reconnect),
+            moves_rx,
         ));
         Ok(Agent {
             link,
@@ -299,6 +315,7 @@ impl Agent {
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             connect: Connect(config.clone()),
+            moves,
         })
     }
 

@@ -2,6 +2,7 @@
 //! and the task that keeps the connection up across Library restarts.
 
 use super::agent::AgentConfig;
+use super::switch::{move_link, Move};
 use crate::cluster_error::ClusterError;
 use crate::process::exit;
 use crate::service::Manifest;
@@ -11,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// One live connection to the Library.
 #[derive(Debug)]
@@ -32,14 +33,23 @@ pub(super) type Dispatch = BoxFuture<'static, ()>;
 
 /// Runs the connection; when it breaks, marks the Agent disconnected and reconnects (at once
 /// when the master says the Library is back, else with a short backoff), for the worker's life.
+/// A handover's move ([`Move`]) switches it to the new Library's socket meanwhile.
 pub(super) async fn keep_connected(
-    config: AgentConfig,
+    mut config: AgentConfig,
     mut dispatch: Dispatch,
     link: watch::Sender<Option<Arc<Link>>>,
     reconnect: Arc<Notify>,
+    mut moves: mpsc::UnboundedReceiver<Move>,
 ) {
     loop {
-        dispatch.await;
+        loop {
+            tokio::select! {
+                () = &mut dispatch => break,
+                Some(request) = moves.recv() => {
+                    move_link(&mut config, request, &link, &mut dispatch).await;
+                }
+            }
+        }
         link.send_replace(None);
         let lost = Instant::now();
         tracing::warn!("lost the connection to the library; reconnecting");
@@ -62,6 +72,11 @@ pub(super) async fn keep_connected(
                     tokio::select! {
                         () = reconnect.notified() => {}
                         () = tokio::time::sleep(wait) => {}
+                        Some(Move { path, done }) = moves.recv() => {
+                            // Not connected: nothing in flight to finish; go there at once.
+                            config.socket = path;
+                            let _ = done.send(());
+                        }
                     }
                     wait = (wait * 2).min(Duration::from_millis(500));
                 }

@@ -4,6 +4,7 @@
 //! - `handle`: the [`Worker`] the application's function is given.
 //! - `agent`: the [`Agent`], every generated stub's way to the Library.
 //! - `link`: the Agent's connection, kept up across Library restarts.
+//! - `switch`: a Library handover: the move to the new Library's socket.
 //! - `service_client`: [`ServiceClient`], what a generated stub wraps.
 
 mod agent;
@@ -11,6 +12,7 @@ mod handle;
 mod link;
 mod run;
 mod service_client;
+mod switch;
 
 pub use agent::Agent;
 #[cfg(test)]

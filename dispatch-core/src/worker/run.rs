@@ -103,6 +103,9 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Option<Worker>, ClusterEr
     }));
     link.report_busy_with(Box::new(move || (agent.call_counts().1, Vec::new())));
     tokio::spawn(follow_orders(link.orders.clone(), agent));
+    if let Some(orders) = link.take_handover_orders() {
+        tokio::spawn(super::switch::follow(orders, agent, link.outbox.clone()));
+    }
     let ready = Arc::new(ReadySignal {
         sent: AtomicBool::new(false),
         outbox: link.outbox.clone(),
