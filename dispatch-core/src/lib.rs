@@ -60,6 +60,7 @@
 //! | `admin/` | the operator's side: requests, replies, finding a running cluster |
 //! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
 //! | `messenger/` | one-way typed messages between processes |
+//! | `stream/` | streaming methods and keyed subscriptions: the stream connection's frames, the Library's fan-out, [`Publisher`] |
 //! | `wire/` | bytes on sockets: the codec, the framing, the data and control planes |
 //! | `service/`, `topic`, `metrics`, `error`, `cluster_error` | the contract with the macro, and the leaves every layer uses |
 //! | `settings` | one settings type, from the builder to every child |
@@ -77,6 +78,7 @@ mod metrics;
 mod process;
 mod service;
 mod settings;
+mod stream;
 mod topic;
 mod wire;
 mod worker;
@@ -94,7 +96,8 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
-pub use service::{Manifest, ManifestMismatch, ServiceManifest};
+pub use service::{Feed, Manifest, ManifestMismatch, Overflow, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy, Runtime};
+pub use stream::Publisher;
 pub use topic::{events, Members, Topic};
-pub use worker::{Agent, ServiceClient, Worker};
+pub use worker::{Agent, RemoteStream, ServiceClient, Worker};

@@ -95,8 +95,14 @@ impl<'a> ServiceGenerator<'a> {
             },
             Span::mixed_site(),
         );
-        let arms = self.service.remote.iter().map(|m| self.arm(m, &args));
+        let arms = self
+            .service
+            .remote
+            .iter()
+            .filter(|m| !matches!(m.output, Output::Stream { .. }))
+            .map(|m| self.arm(m, &args));
         let close = self.close();
+        let streams = crate::stream_expand::erased_fns(&self.private, self.service);
         let service = &self.service.name;
         quote! {
             impl #p::ErasedService for #self_path {
@@ -113,6 +119,7 @@ impl<'a> ServiceGenerator<'a> {
                     }
                 }
                 #close
+                #streams
             }
         }
     }
@@ -265,6 +272,9 @@ impl<'a> ServiceGenerator<'a> {
 
     /// One method of the client stub.
     fn stub(&self, m: &Method<'_>) -> TokenStream {
+        if let Output::Stream { item, .. } = &m.output {
+            return crate::stream_expand::stub(&self.private, self.service, m, item);
+        }
         let at = Span::call_site().located_at(m.ident.span());
         let p = &self.private;
         let ident = m.ident;
@@ -293,7 +303,7 @@ impl<'a> ServiceGenerator<'a> {
                 quote!(::core::result::Result<(), #p::Error>),
                 quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
-            Output::Value { resolved } => (
+            Output::Value { resolved } | Output::Stream { resolved, .. } => (
                 quote!(::core::result::Result<#resolved, #p::Error>),
                 quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
@@ -367,6 +377,7 @@ impl<'a> ServiceGenerator<'a> {
                 Output::Unit => vec![],
                 Output::Value { resolved } => vec![resolved],
                 Output::Fallible { ok, err } => vec![ok, err],
+                Output::Stream { item, .. } => vec![item],
             };
             for ty in m.args.iter().map(|a| &a.resolved).chain(types) {
                 let cfgs = m.cfgs();
@@ -407,7 +418,7 @@ const ERRORS_FALLIBLE: &str = " Fails with `dispatch::Error::Service(e)` when th
 fn return_type(output: &Output) -> TokenStream {
     match output {
         Output::Unit => quote!(()),
-        Output::Value { resolved } => resolved.to_token_stream(),
+        Output::Value { resolved } | Output::Stream { resolved, .. } => resolved.to_token_stream(),
         Output::Fallible { ok, err } => quote!(::core::result::Result<#ok, #err>),
     }
 }
@@ -420,7 +431,7 @@ fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {
 }
 
 /// `tokens` with the location of `span` and their own hygiene.
-fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
+pub(crate) fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
     tokens
         .clone()
         .into_iter()

@@ -37,6 +37,8 @@ pub(crate) struct Services {
     payload_limit: usize,
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// The running feeds of streaming methods (`library/streams.rs`).
+    hub: Arc<crate::stream::hub::Hub>,
 }
 
 impl Services {
@@ -89,7 +91,18 @@ impl Services {
             payload_limit,
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            hub: Arc::new(crate::stream::hub::Hub::new(payload_limit)),
         })
+    }
+
+    /// The live instance of service `name`.
+    pub(crate) fn instance(&self, name: &str) -> Option<Arc<dyn ErasedService>> {
+        self.by_name.get(name).map(|h| Arc::clone(&h.instance))
+    }
+
+    /// The running feeds of streaming methods.
+    pub(crate) fn hub(&self) -> &Arc<crate::stream::hub::Hub> {
+        &self.hub
     }
 
     /// The manifest sent to every Agent.

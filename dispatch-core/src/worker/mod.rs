@@ -5,12 +5,15 @@
 //! - `agent`: the [`Agent`], every generated stub's way to the Library.
 //! - `link`: the Agent's connection, kept up across Library restarts.
 //! - `service_client`: [`ServiceClient`], what a generated stub wraps.
+//! - `streams`: the Agent's stream connection (re-opening every stream after a reconnect) and
+//!   the caller's [`RemoteStream`].
 
 mod agent;
 mod handle;
 mod link;
 mod run;
 mod service_client;
+mod streams;
 
 pub use agent::Agent;
 #[cfg(test)]
@@ -18,3 +21,4 @@ pub(crate) use agent::AgentConfig;
 pub use handle::Worker;
 pub(crate) use run::run;
 pub use service_client::ServiceClient;
+pub use streams::RemoteStream;
