@@ -215,8 +215,8 @@ pub trait WireFallback {
     fn call<A, R>(&self, _: &ServiceClient<'_>, _: &str, _: &A) -> Pending<Result<R, Error>> {
         unreachable!("a method's types were not checked to be serde")
     }
-    /// Stands in for [`Wire::raw_feed`].
-    fn raw_feed<T>(&self, _: Feed<T>) -> RawFeed {
+    /// Stands in for [`Wire::raw_feed`] (a value type that is not `Send + 'static` fails here).
+    fn raw_feed<T: Send + 'static>(&self, _: Feed<T>) -> RawFeed {
         unreachable!("a method's types were not checked to be serde")
     }
     /// Stands in for [`Wire::open_stream`].
