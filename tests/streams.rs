@@ -165,3 +165,28 @@ fn a_stopped_subscriber_stalls_nobody_and_the_library_holds_its_buffer_only() {
         line(out, "RESULT published")
     );
 }
+
+#[test]
+fn the_registry_example_opens_one_upstream_watch_per_name_and_closes_each_once() {
+    let run = Cluster::start_bin(
+        support::example("registry"),
+        &["--workers", "4", "--seconds", "2"],
+        &[("RUST_LOG", "warn")],
+    )
+    .wait(Duration::from_secs(120));
+    run.assert_success();
+    let out = &run.stdout;
+    for name in ["db", "cache"] {
+        let opened = format!("upstream watch OPENED for {name:?}");
+        let closed = format!("upstream watch CLOSED for {name:?}");
+        assert_eq!(out.matches(&opened).count(), 1, "{out}");
+        assert_eq!(out.matches(&closed).count(), 1, "{out}");
+    }
+    let updates: Vec<&str> = run
+        .lines("worker ")
+        .into_iter()
+        .filter(|l| l.contains("updates of"))
+        .collect();
+    assert_eq!(updates.len(), 4, "{out}");
+    println!("measured: {}", updates.join("; "));
+}

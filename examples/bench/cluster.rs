@@ -304,7 +304,10 @@ async fn stream(worker: &Worker, job: &Job) -> Result<String> {
             Err(e) => return Err(e.into()),
         }
     }
-    ensure!(missed == 0, "this worker missed {missed} values: it read too slowly");
+    ensure!(
+        missed == 0,
+        "this worker missed {missed} values: it read too slowly"
+    );
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];

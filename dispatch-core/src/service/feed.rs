@@ -107,6 +107,18 @@ impl<T: Send + 'static> Feed<T> {
         Feed::new(futures::stream::empty())
     }
 
+    /// The same feed with `first` before its values: the current state of a key, read from
+    /// upstream when the subscription opens, before the changes that follow.
+    #[must_use]
+    pub fn starting_with(self, first: T) -> Self {
+        Feed {
+            items: futures::stream::once(async move { first })
+                .chain(self.items)
+                .boxed(),
+            on_close: self.on_close,
+        }
+    }
+
     /// Runs `f` once when the Library drops the feed: its stream ended, or its last subscriber
     /// left (for a keyed subscription, the close code of the key). Closures run in the order
     /// they were added.
