@@ -104,7 +104,11 @@ fn main() -> Result<(), ClusterError> {
         .workers(workers)
         .run(move |worker: Worker| async move {
             // Workers 0, 1, 2, …: "db", "cache", "db", "cache", …: several per name.
-            let name = if worker.id() % 2 == 0 { "db" } else { "cache" };
+            let name = if worker.id().is_multiple_of(2) {
+                "db"
+            } else {
+                "cache"
+            };
             // A late subscriber gets the current list first.
             tokio::time::sleep(Duration::from_millis(300 * u64::from(worker.id()))).await;
             let mut changes = Agent::get().registry().subscribe(name.into()).await?;
