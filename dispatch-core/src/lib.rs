@@ -41,6 +41,9 @@
 //!    then with backoff); too many crashes in a window stop the cluster. When the Library is
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
 //!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
+//!    A streaming method (`Feed<T>`, `#[subscription]`) travels on a second connection per
+//!    worker; the Library runs one feed per distinct key and fans it out into one bounded
+//!    buffer per subscriber, and after a Library restart every Agent re-opens its streams.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout.
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
