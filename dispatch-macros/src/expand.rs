@@ -10,8 +10,9 @@
 use crate::ast::{Method, Output, Service, NOT_INHERENT};
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
+use crate::spans::located_at;
 use crate::{fallback, signature, valid};
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Ident, Item};
@@ -428,24 +429,6 @@ fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {
     let at = Span::call_site().located_at(ty.span());
     let p = located_at(p, at);
     quote_spanned! {at=> #p::assert_wire_type::<#ty>();}
-}
-
-/// `tokens` with the location of `span` and their own hygiene.
-pub(crate) fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
-    tokens
-        .clone()
-        .into_iter()
-        .map(|mut token| {
-            if let TokenTree::Group(g) = &token {
-                let mut group = Group::new(g.delimiter(), located_at(&g.stream(), span));
-                group.set_span(g.span().located_at(span));
-                token = TokenTree::Group(group);
-            } else {
-                token.set_span(token.span().located_at(span));
-            }
-            token
-        })
-        .collect()
 }
 
 impl ToTokens for ServiceGenerator<'_> {

@@ -3,8 +3,8 @@
 //! `impl ErasedService`) and the client stub that opens the stream.
 
 use crate::ast::{Method, Output, Service};
-use crate::expand::located_at;
 use crate::signature;
+use crate::spans::located_at;
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::{Ident, Type};
