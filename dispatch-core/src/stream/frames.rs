@@ -98,3 +98,47 @@ pub(crate) enum DownRef<'a> {
         bytes: &'a serde_bytes::Bytes,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec;
+
+    #[test]
+    fn a_borrowed_item_encodes_as_an_item_and_garbage_never_panics() {
+        let bytes = [1_u8, 2, 3];
+        let borrowed = codec::encode(&DownRef::Item {
+            id: 7,
+            bytes: serde_bytes::Bytes::new(&bytes),
+        })
+        .expect("encode");
+        let owned = codec::encode(&Down::Item {
+            id: 7,
+            bytes: ByteBuf::from(bytes.to_vec()),
+        })
+        .expect("encode");
+        assert_eq!(borrowed, owned);
+        match codec::decode::<Down>(&borrowed) {
+            Ok(Down::Item { id: 7, bytes }) => assert_eq!(bytes.into_vec(), vec![1, 2, 3]),
+            other => panic!("decoded {other:?}"),
+        }
+        // Every prefix and a few mutations of real frames decode to a value or an error.
+        let open = codec::encode(&Up::Open {
+            id: 1,
+            service: "s".into(),
+            method: "m".into(),
+            args: ByteBuf::from(vec![0; 8]),
+        })
+        .expect("encode");
+        for frame in [&open, &owned] {
+            for end in 0..frame.len() {
+                let _ = codec::decode::<Up>(&frame[..end]);
+                let _ = codec::decode::<Down>(&frame[..end]);
+                let mut mutated = frame.clone();
+                mutated[end] ^= 0xff;
+                let _ = codec::decode::<Up>(&mutated);
+                let _ = codec::decode::<Down>(&mutated);
+            }
+        }
+    }
+}
