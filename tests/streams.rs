@@ -64,6 +64,9 @@ fn keyed_subscriptions_share_one_feed_per_key_replay_the_last_value_and_close_on
         line(out, "RESULT plain"),
         "RESULT plain values=[0, 1, 2, 3, 4]"
     );
+    // Dropping a stream that never ends cancelled it in the Library.
+    let cancelled = line(out, "RESULT cancelled");
+    assert_eq!(cancelled, "RESULT cancelled first=[0, 1, 2] closes=1");
     println!("measured: opens=2 for 4 subscribers of 2 keys, closes=1 when \"a\"'s last left");
 }
 
