@@ -21,6 +21,8 @@
 //! | `startup`         | master + Library + 2 workers | from spawning the master to cluster ready, median of 10 |
 //! | `rss`             | master + Library + 2 workers | sum of VmRSS after 0.5 s of w2's load      |
 //! | `recovery`        | Library + 1 worker          | Library SIGKILLed → first successful call, median of 5 fresh clusters |
+//! | `messages`        | Library + 2 workers         | `--calls` messenger messages from the Library to every worker: msgs/s, send → receipt |
+//! | `stream`          | Library + 2 workers         | `--calls` values published on one keyed subscription both workers hold: items/s, publish → receipt; beside `messages` |
 //!
 //! Options: `--workload NAME|all` (default `all`), `--workers N` and `--inflight C` (for the
 //! multi-worker workloads: w2, floor-pipelined, startup, rss), `--duration-secs S` (default 10),
@@ -65,6 +67,8 @@ mod report;
 #[derive(Debug, Default)]
 pub struct Demo {
     arrivals: AtomicU64,
+    /// stream: the values of the one key, each its publish time.
+    ticks: dispatch::Publisher<(), u64>,
 }
 
 #[library_service]
@@ -88,6 +92,20 @@ impl Demo {
     /// How many workers have arrived.
     pub fn arrivals(&self) -> u64 {
         self.arrivals.load(Ordering::SeqCst)
+    }
+    /// stream: one feed shared by every worker (the key is `()`), each value its publish time.
+    #[subscription(buffer = 4096, policy = drop_oldest)]
+    pub fn ticks(&self) -> dispatch::Feed<u64> {
+        self.ticks.feed(())
+    }
+    /// stream: publishes `count` values to `ticks`, each carrying its publish time.
+    pub fn stream_blast(&self, count: u64) {
+        let ticks = self.ticks.clone();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                ticks.publish(&(), now_ns()).await;
+            }
+        });
     }
     /// messages: sends `count` messages to every worker, each carrying its send time.
     pub fn blast(&self, count: u64) {
@@ -139,13 +157,14 @@ enum Workload {
     Rss,
     Recovery,
     Messages,
+    Stream,
     Config,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them (floors first: the others are compared to
     /// them).
-    const ALL: [Workload; 10] = [
+    const ALL: [Workload; 11] = [
         Workload::Floor,
         Workload::FloorPipelined,
         Workload::W1,
@@ -155,6 +174,7 @@ impl Workload {
         Workload::Rss,
         Workload::Recovery,
         Workload::Messages,
+        Workload::Stream,
         Workload::Config,
     ];
 
@@ -169,6 +189,7 @@ impl Workload {
             Workload::Rss => "rss",
             Workload::Recovery => "recovery",
             Workload::Messages => "messages",
+            Workload::Stream => "stream",
             Workload::Config => "config",
         }
     }
@@ -192,6 +213,7 @@ impl Workload {
                 | Workload::Startup
                 | Workload::Rss
                 | Workload::Messages
+                | Workload::Stream
         )
     }
 
@@ -232,7 +254,7 @@ struct Args {
 const USAGE: &str =
     "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|startup|rss|recovery|all] \
 [--workers N] [--inflight C] [--duration-secs S] [--payload BYTES] [--calls N] [--warmup N] \
-[--pin CPU] [--json] [--no-metrics] (workloads also: messages, config)";
+[--pin CPU] [--json] [--no-metrics] (workloads also: messages, stream, config)";
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -338,7 +360,7 @@ impl Job {
     fn new(workload: Workload, args: &Args) -> Job {
         let (workers, inflight) = match workload {
             Workload::W2 | Workload::FloorPipelined | Workload::Rss => (2, 32),
-            Workload::Startup | Workload::Messages | Workload::Config => (2, 0),
+            Workload::Startup | Workload::Messages | Workload::Stream | Workload::Config => (2, 0),
             _ => (1, 1),
         };
         let workers = if workload.takes_workers() {

@@ -85,6 +85,7 @@ pub use dispatch_core::{
 pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
 };
+pub use dispatch_core::{Feed, Overflow, Publisher, RemoteStream};
 pub use dispatch_macros::library_service;
 /// Bytes that cross the wire as one block: use it (not `Vec<u8>`) for byte arguments and return
 /// values of service methods and for byte payloads of messages. A `Vec<u8>` is encoded element

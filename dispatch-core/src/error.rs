@@ -69,6 +69,24 @@ pub enum Error<E = Infallible> {
         /// What failed, and where.
         message: String,
     },
+    /// A notice on a stream (`RemoteStream`), not its end: the Library restarted or the
+    /// connection broke, and the Agent re-opened the subscription by itself. Values published
+    /// meanwhile may be missing; the stream goes on (for a keyed subscription, with the latest
+    /// value first).
+    StreamResumed,
+    /// A notice on a stream, not its end: this subscriber read too slowly, its buffer in the
+    /// Library overflowed and `missed` values were dropped here (policies `keep_latest` and
+    /// `drop_oldest`). The stream goes on.
+    StreamGap {
+        /// Values dropped for this subscriber at this point.
+        missed: u64,
+    },
+    /// The end of a stream: this subscriber read too slowly and its buffer of `buffer` values
+    /// overflowed (policy `close`). Subscribe again to go on from the latest value.
+    StreamLagged {
+        /// The buffer the subscriber overflowed, in values.
+        buffer: usize,
+    },
 }
 
 impl<E> Error<E> {
@@ -121,6 +139,11 @@ impl<E> Error<E> {
             _ => None,
         }
     }
+    /// Whether this is a notice on a stream that goes on ([`Error::StreamResumed`],
+    /// [`Error::StreamGap`]) rather than a failure.
+    pub fn is_stream_notice(&self) -> bool {
+        matches!(self, Error::StreamResumed | Error::StreamGap { .. })
+    }
     /// Maps the service's own error with `f`, keeping every other variant.
     pub fn map_service<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
         match self {
@@ -133,6 +156,9 @@ impl<E> Error<E> {
             Error::Service(e) => Error::Service(f(e)),
             Error::TooLarge { what, size, limit } => Error::TooLarge { what, size, limit },
             Error::Codec { message } => Error::Codec { message },
+            Error::StreamResumed => Error::StreamResumed,
+            Error::StreamGap { missed } => Error::StreamGap { missed },
+            Error::StreamLagged { buffer } => Error::StreamLagged { buffer },
         }
     }
 }
@@ -167,6 +193,20 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
                 "the {what} is too large: {size} bytes, the frame limit allows {limit}"
             ),
             Error::Codec { message } => write!(f, "encoding or decoding failed: {message}"),
+            Error::StreamResumed => f.write_str(
+                "the stream was re-opened after the library restarted: values may be missing here \
+                 (the stream goes on)",
+            ),
+            Error::StreamGap { missed } => write!(
+                f,
+                "this subscriber read too slowly: {missed} values were dropped here (the stream \
+                 goes on; read faster or raise the method's #[subscription(buffer = …)])"
+            ),
+            Error::StreamLagged { buffer } => write!(
+                f,
+                "this subscriber read too slowly and overflowed its buffer of {buffer} values: \
+                 the stream is closed (subscribe again, or raise #[subscription(buffer = …)])"
+            ),
         }
     }
 }

@@ -41,6 +41,9 @@
 //!    then with backoff); too many crashes in a window stop the cluster. When the Library is
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
 //!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
+//!    A streaming method (`Feed<T>`, `#[subscription]`) travels on a second connection per
+//!    worker; the Library runs one feed per distinct key and fans it out into one bounded
+//!    buffer per subscriber, and after a Library restart every Agent re-opens its streams.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout. A **Library handover**
 //!    (`dispatchctl reload --library`, [`ClusterHandle::reload_library`], Library recycling)
@@ -74,6 +77,7 @@
 //! | `admin/` | the operator's side: requests, replies, finding a running cluster |
 //! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
 //! | `messenger/` | one-way typed messages between processes |
+//! | `stream/` | streaming methods and keyed subscriptions: the stream connection's frames, the Library's fan-out, [`Publisher`] |
 //! | `wire/` | bytes on sockets: the codec, the framing, the data and control planes |
 //! | `service/`, `topic`, `metrics`, `error`, `cluster_error` | the contract with the macro, and the leaves every layer uses |
 //! | `settings` | one settings type, from the builder to every child |
@@ -91,6 +95,7 @@ mod metrics;
 mod process;
 mod service;
 mod settings;
+mod stream;
 mod topic;
 mod wire;
 mod worker;
@@ -108,7 +113,10 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
-pub use service::{Handover, HandoverError, Manifest, ManifestMismatch, ServiceManifest};
+pub use service::{
+    Feed, Handover, HandoverError, Manifest, ManifestMismatch, Overflow, ServiceManifest,
+};
 pub use settings::{LogFormat, RestartPolicy, Runtime};
+pub use stream::Publisher;
 pub use topic::{events, Members, Topic};
-pub use worker::{Agent, ServiceClient, Worker};
+pub use worker::{Agent, RemoteStream, ServiceClient, Worker};

@@ -5,8 +5,11 @@
 //! that declares services needs a dependency on `dispatch` alone.
 
 pub use crate::error::{Error, RemoteError};
-pub use crate::service::{CallFuture, ErasedService, InitFuture, MethodInfo, ServiceRegistration};
-pub use crate::worker::{Agent, ServiceClient};
+pub use crate::service::{
+    CallFuture, ErasedService, Feed, InitFuture, MethodInfo, OpenFuture, Overflow, RawFeed,
+    ServiceRegistration, StreamSpec,
+};
+pub use crate::worker::{Agent, RemoteStream, ServiceClient};
 pub use ::core;
 pub use ::futures;
 pub use ::inventory;
@@ -184,6 +187,34 @@ impl<A: Serialize, T: DeserializeOwned, E: DeserializeOwned> Wire<(A, Result<T, 
     }
 }
 
+impl<T: Serialize + Send + 'static> Wire<T> {
+    /// A streaming method's feed of `T`, its values encoded for the Library.
+    pub fn raw_feed(&self, feed: Feed<T>) -> RawFeed {
+        feed.into_raw(|value| encode_reply(value))
+    }
+}
+
+impl<A: Serialize, T: DeserializeOwned> Wire<(A, T)> {
+    /// [`ServiceClient::open_stream`]: a streaming method's stream of `T`.
+    pub async fn open_stream(
+        &self,
+        client: &ServiceClient<'_>,
+        method: &str,
+        args: &A,
+    ) -> Result<RemoteStream<T>, Error> {
+        client.open_stream(method, args).await
+    }
+}
+
+/// The failure of `open_stream` for a method that is not a streaming method.
+pub fn not_a_stream(method: &str) -> OpenFuture {
+    let err = RemoteError::UnknownMethod {
+        service: String::new(),
+        method: method.to_owned(),
+    };
+    Box::pin(futures::future::ready(Err(err)))
+}
+
 /// [`Wire`]'s stand-ins for types that are not serde: they exist so the generated code still
 /// type-checks (the build fails at `assert_wire_type`), and are never called.
 pub trait WireFallback {
@@ -197,6 +228,19 @@ pub trait WireFallback {
     }
     /// Stands in for [`Wire::call`].
     fn call<A, R>(&self, _: &ServiceClient<'_>, _: &str, _: &A) -> Pending<Result<R, Error>> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::raw_feed`] (a value type that is not `Send + 'static` fails here).
+    fn raw_feed<T: Send + 'static>(&self, _: Feed<T>) -> RawFeed {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::open_stream`].
+    fn open_stream<A, T>(
+        &self,
+        _: &ServiceClient<'_>,
+        _: &str,
+        _: &A,
+    ) -> Pending<Result<RemoteStream<T>, Error>> {
         unreachable!("a method's types were not checked to be serde")
     }
     /// Stands in for [`Wire::call_fallible`].

@@ -50,6 +50,8 @@ pub(crate) struct Method<'a> {
     pub(crate) args: Vec<Arg<'a>>,
     /// What it returns.
     pub(crate) output: Output,
+    /// `#[subscription(…)]` or `#[stream(…)]`, if present.
+    pub(crate) stream: Option<crate::stream_attr::StreamAttr<'a>>,
 }
 
 /// One argument of a remote method.
@@ -70,6 +72,14 @@ pub(crate) enum Output {
     Value {
         /// The type, with `Self` replaced.
         resolved: Box<Type>,
+    },
+    /// `Feed<T>`: a streaming method; the caller gets
+    /// `Result<dispatch::RemoteStream<T>, dispatch::Error>`.
+    Stream {
+        /// `Feed<T>`, with `Self` replaced.
+        resolved: Box<Type>,
+        /// `T`, with `Self` replaced.
+        item: Box<Type>,
     },
     /// `Result<T, E>`: the caller gets `Result<T, dispatch::Error<E>>`.
     Fallible {
@@ -169,6 +179,7 @@ impl<'a> Method<'a> {
             blocking: attr::blocking(cx, &item.attrs),
             args,
             output: Output::new(&sig.output, self_path),
+            stream: crate::stream_attr::parse(cx, &item.attrs),
         }
     }
 
@@ -201,6 +212,7 @@ impl<'a> Method<'a> {
             Output::Unit => quote!(),
             Output::Value { resolved, .. } => quote!(-> #resolved),
             Output::Fallible { ok, err } => quote!(-> Result<#ok, #err>),
+            Output::Stream { resolved, .. } => quote!(-> #resolved),
         };
         render(quote!(#asyncness fn #ident(#(#args),*) #output))
     }
@@ -213,6 +225,13 @@ impl Output {
         };
         match ungroup(ty) {
             Type::Tuple(t) if t.elems.is_empty() => Output::Unit,
+            inner if crate::stream_attr::feed_item(inner).is_some() => Output::Stream {
+                resolved: Box::new(resolve_self(ty, self_path)),
+                item: Box::new(resolve_self(
+                    crate::stream_attr::feed_item(inner).unwrap_or(inner),
+                    self_path,
+                )),
+            },
             inner => match result_args(inner) {
                 Some((ok, err)) => Output::Fallible {
                     ok: Box::new(resolve_self(ok, self_path)),

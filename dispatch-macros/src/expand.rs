@@ -10,8 +10,9 @@
 use crate::ast::{Method, Output, Service, NOT_INHERENT};
 use crate::attr::{self, Args};
 use crate::ctxt::Ctxt;
+use crate::spans::located_at;
 use crate::{fallback, signature, valid};
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Ident, Item};
@@ -95,9 +96,15 @@ impl<'a> ServiceGenerator<'a> {
             },
             Span::mixed_site(),
         );
-        let arms = self.service.remote.iter().map(|m| self.arm(m, &args));
+        let arms = self
+            .service
+            .remote
+            .iter()
+            .filter(|m| !matches!(m.output, Output::Stream { .. }))
+            .map(|m| self.arm(m, &args));
         let close = self.close();
         let handover = self.handover();
+        let streams = crate::stream_expand::erased_fns(&self.private, self.service);
         let service = &self.service.name;
         quote! {
             impl #p::ErasedService for #self_path {
@@ -115,6 +122,7 @@ impl<'a> ServiceGenerator<'a> {
                 }
                 #close
                 #handover
+                #streams
             }
         }
     }
@@ -291,6 +299,9 @@ impl<'a> ServiceGenerator<'a> {
 
     /// One method of the client stub.
     fn stub(&self, m: &Method<'_>) -> TokenStream {
+        if let Output::Stream { item, .. } = &m.output {
+            return crate::stream_expand::stub(&self.private, self.service, m, item);
+        }
         let at = Span::call_site().located_at(m.ident.span());
         let p = &self.private;
         let ident = m.ident;
@@ -319,7 +330,7 @@ impl<'a> ServiceGenerator<'a> {
                 quote!(::core::result::Result<(), #p::Error>),
                 quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
-            Output::Value { resolved } => (
+            Output::Value { resolved } | Output::Stream { resolved, .. } => (
                 quote!(::core::result::Result<#resolved, #p::Error>),
                 quote_spanned!(at=> #wire.call(&self.inner, #method, #args).await),
             ),
@@ -393,6 +404,7 @@ impl<'a> ServiceGenerator<'a> {
                 Output::Unit => vec![],
                 Output::Value { resolved } => vec![resolved],
                 Output::Fallible { ok, err } => vec![ok, err],
+                Output::Stream { item, .. } => vec![item],
             };
             for ty in m.args.iter().map(|a| &a.resolved).chain(types) {
                 let cfgs = m.cfgs();
@@ -433,7 +445,7 @@ const ERRORS_FALLIBLE: &str = " Fails with `dispatch::Error::Service(e)` when th
 fn return_type(output: &Output) -> TokenStream {
     match output {
         Output::Unit => quote!(()),
-        Output::Value { resolved } => resolved.to_token_stream(),
+        Output::Value { resolved } | Output::Stream { resolved, .. } => resolved.to_token_stream(),
         Output::Fallible { ok, err } => quote!(::core::result::Result<#ok, #err>),
     }
 }
@@ -443,24 +455,6 @@ fn assert_wire(p: &TokenStream, ty: &syn::Type) -> TokenStream {
     let at = Span::call_site().located_at(ty.span());
     let p = located_at(p, at);
     quote_spanned! {at=> #p::assert_wire_type::<#ty>();}
-}
-
-/// `tokens` with the location of `span` and their own hygiene.
-fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
-    tokens
-        .clone()
-        .into_iter()
-        .map(|mut token| {
-            if let TokenTree::Group(g) = &token {
-                let mut group = Group::new(g.delimiter(), located_at(&g.stream(), span));
-                group.set_span(g.span().located_at(span));
-                token = TokenTree::Group(group);
-            } else {
-                token.set_span(token.span().located_at(span));
-            }
-            token
-        })
-        .collect()
 }
 
 impl ToTokens for ServiceGenerator<'_> {

@@ -23,7 +23,8 @@ pub(crate) fn strip_helpers(imp: &ItemImpl) -> ItemImpl {
     let mut imp = imp.clone();
     for item in &mut imp.items {
         if let ImplItem::Fn(f) = item {
-            f.attrs.retain(|a| !is_blocking(a));
+            f.attrs
+                .retain(|a| !is_blocking(a) && !crate::stream_attr::is_stream_helper(a));
         }
     }
     imp

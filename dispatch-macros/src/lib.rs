@@ -6,6 +6,8 @@
 //! (the names `Agent` takes); `attr` (the arguments and `#[blocking]`) and `ast` (the impl block,
 //! borrowed so every message can point at the user's tokens); `valid` (the rules); `fallback` (on
 //! a mistake, the errors and the impl block unchanged) and `expand` (the generated code).
+//! Streaming methods (`Feed<T>`, `#[subscription]`) have their own `stream_attr` (parse),
+//! `stream_valid` (rules) and `stream_expand` (generated code); `spans` is a leaf.
 
 mod agent_methods;
 mod ast;
@@ -14,6 +16,10 @@ mod ctxt;
 mod expand;
 mod fallback;
 mod signature;
+mod spans;
+mod stream_attr;
+mod stream_expand;
+mod stream_valid;
 mod valid;
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub(crate) fn check(cx: &mut Ctxt, args: &Args, service: &Service<'_>) {
         check_method(cx, service, method);
     }
     for f in &service.local {
+        crate::stream_valid::check_local(cx, f);
         if let Some(blocking) = f.attrs.iter().find(|a| attr::is_blocking(a)) {
             cx.error(
                 blocking,
@@ -173,6 +174,9 @@ fn check_method(cx: &mut Ctxt, service: &Service<'_>, method: &Method<'_>) {
     }
     for arg in &method.args {
         check_type(cx, arg.ty, Position::Argument);
+    }
+    if crate::stream_valid::check_method(cx, method) {
+        return;
     }
     if let ReturnType::Type(_, ty) = &sig.output {
         check_type(cx, ty, Position::Return);

@@ -76,6 +76,7 @@ async fn work(worker: &Worker, job: &Job, redis: Option<&str>) -> Result<Option<
         Workload::Rss => rss(worker, job).await,
         Workload::Recovery => recovery(worker).await.map(Some),
         Workload::Messages => messages(worker, job).await.map(Some),
+        Workload::Stream => stream(worker, job).await.map(Some),
         Workload::Config => {
             let url = redis.context("the config workload runs with --redis URL")?;
             crate::config::work(worker, job, url).await.map(Some)
@@ -262,6 +263,51 @@ async fn messages(worker: &Worker, job: &Job) -> Result<String> {
         first.get_or_insert_with(Instant::now);
         latencies.push(now_ns().saturating_sub(tick.value));
     }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(format!(
+        "calls={count} secs={secs:.6} p50_ns={} p99_ns={} {}",
+        at(0.50),
+        at(0.99),
+        cpu.line()?
+    ))
+}
+
+/// stream: both workers subscribe to the one key of `Demo::ticks`; the Library publishes
+/// `--calls` values (`Demo::stream_blast`); each worker reports how fast they arrived (first to
+/// last) and each one's latency from publish to receipt. CPU: the Library's, which fans out.
+async fn stream(worker: &Worker, job: &Job) -> Result<String> {
+    use futures::StreamExt;
+    let count = job.calls.max(1);
+    let mut ticks = Agent::get().demo().ticks().await?;
+    // Everyone subscribed before the first value is published.
+    barrier(job.workers as u64).await?;
+    let library = Agent::get().demo().pid().await?;
+    let cpu = measure::CpuMeter::start(library)?;
+    if worker.id() == 0 {
+        Agent::get().demo().stream_blast(count).await?;
+    }
+    let mut latencies = Vec::with_capacity(count as usize);
+    let (mut first, mut missed) = (None, 0);
+    while (latencies.len() as u64) + missed < count {
+        let tick = tokio::time::timeout(Duration::from_secs(30), ticks.next())
+            .await
+            .context("stream values stopped arriving")?
+            .context("the stream ended")?;
+        match tick {
+            Ok(sent) => {
+                first.get_or_insert_with(Instant::now);
+                latencies.push(now_ns().saturating_sub(sent));
+            }
+            Err(dispatch::Error::StreamGap { missed: m }) => missed += m,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ensure!(
+        missed == 0,
+        "this worker missed {missed} values: it read too slowly"
+    );
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];

@@ -105,6 +105,7 @@ async fn run_job(job: Job) -> Row {
         Workload::Floor | Workload::FloorPipelined => floor(job).await,
         Workload::W1 | Workload::W2 | Workload::W3 => calls(job).await,
         Workload::Messages => messages(job).await,
+        Workload::Stream => stream(job).await,
         Workload::Config => config(job).await,
         Workload::Startup => startup(job).await,
         Workload::Rss => rss(job).await,
@@ -133,6 +134,21 @@ async fn messages(job: Job) -> Result<Row> {
     row.details = vec![format!(
         "{} messages sent by the Library to each of {} workers; msgs/s summed over the workers; \
          p50/p99: send → receipt, which under this flood is the queueing delay; srv cpu: the master's (it routes them)",
+        job.calls, job.workers
+    )];
+    Ok(row)
+}
+
+/// Values of one keyed subscription held by every worker, fanned out by the Library: values
+/// received per second summed over the workers, publish → receipt latency.
+async fn stream(job: Job) -> Result<Row> {
+    let reports = run_cluster(&job).await?;
+    let mut row = Row::calls(job, &reports, job.workers)?;
+    row.details = vec![format!(
+        "{} values published on one keyed subscription held by each of {} workers (its own \
+         stream connection per worker); items/s summed over the workers; p50/p99: publish → \
+         receipt, under this flood the queueing delay; srv cpu: the Library's (it fans out); \
+         compare with `messages`",
         job.calls, job.workers
     )];
     Ok(row)

@@ -7,6 +7,7 @@ use super::hosted::Services;
 use crate::call_trace;
 use crate::error::Error;
 use crate::service::Manifest;
+use crate::stream::frames::STREAM_CONNECTION;
 use crate::wire::{self, CallRequest, Framing, Hello, Welcome};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -52,7 +53,7 @@ pub(super) async fn connection(
         () = slot.evicted() => Err(Refusal::Evicted { waiting: gate.max_handshakes }),
     };
     drop(slot);
-    let (worker_id, permit) = match outcome {
+    let (worker_id, streams, permit) = match outcome {
         Ok(accepted) => accepted,
         Err(refusal) => {
             gate.refuse(peer, &refusal);
@@ -61,7 +62,13 @@ pub(super) async fn connection(
     };
     gate.authenticated.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(peer_pid = %PidField(peer.pid), worker_id, "agent connected");
-    let result = serve_calls(framed, services, config.max_in_flight()).await;
+    let result = if streams {
+        super::streams::serve_streams(framed, services).await
+    } else {
+        serve_calls(framed, services, config.max_in_flight())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    };
     drop(permit);
     match result {
         Ok(()) => tracing::debug!(peer_pid = %PidField(peer.pid), worker_id, "agent disconnected"),
@@ -70,15 +77,16 @@ pub(super) async fn connection(
 }
 
 /// Reads the [`Hello`], checks protocol and token, takes a place under the per-process cap and
-/// a connection permit, and answers with the manifest. Returns the worker id and the place, or
-/// why the peer was refused (after telling it, when it got as far as a hello).
+/// a connection permit, and answers with the manifest. Returns the worker id, whether this is a
+/// stream connection (see `stream::frames`), and the place, or why the peer was refused (after
+/// telling it, when it got as far as a hello).
 pub(super) async fn handshake(
     framed: &mut Framing,
     manifest: &Manifest,
     config: &ServeConfig,
     gate: &Gate,
     peer: Peer,
-) -> Result<(u32, Admission), Refusal> {
+) -> Result<(u32, bool, Admission), Refusal> {
     let frame = match framed.next().await {
         None => return Err(Refusal::Closed),
         Some(Err(e)) => return Err(Refusal::BadFrame(e)),
@@ -103,12 +111,13 @@ pub(super) async fn handshake(
     let sent = framed.send(Bytes::from(bytes)).await;
     let permit = accepted?;
     sent.map_err(Refusal::Welcome)?;
-    Ok((hello.worker_id, permit))
+    let streams = hello.protocol & STREAM_CONNECTION != 0;
+    Ok((hello.worker_id, streams, permit))
 }
 
 /// Whether a hello may join: the same protocol version and the cluster token.
 pub(super) fn check_hello(hello: &Hello, token: &str) -> Result<(), Refusal> {
-    if hello.protocol != wire::PROTOCOL_VERSION {
+    if hello.protocol & !STREAM_CONNECTION != wire::PROTOCOL_VERSION {
         return Err(Refusal::Protocol {
             theirs: hello.protocol,
             ours: wire::PROTOCOL_VERSION,

@@ -76,6 +76,8 @@ pub(crate) struct Services {
     held: AtomicBool,
     /// `true` while held; calls wait for `false`.
     gate: watch::Sender<bool>,
+    /// The running feeds of streaming methods (`library/streams.rs`).
+    hub: Arc<crate::stream::hub::Hub>,
 }
 
 impl Services {
@@ -138,7 +140,18 @@ impl Services {
             in_flight: AtomicU64::new(0),
             held: AtomicBool::new(false),
             gate: watch::Sender::new(false),
+            hub: Arc::new(crate::stream::hub::Hub::new(payload_limit)),
         })
+    }
+
+    /// The live instance of service `name`.
+    pub(crate) fn instance(&self, name: &str) -> Option<Arc<dyn ErasedService>> {
+        self.by_name.get(name).map(|h| Arc::clone(&h.instance))
+    }
+
+    /// The running feeds of streaming methods.
+    pub(crate) fn hub(&self) -> &Arc<crate::stream::hub::Hub> {
+        &self.hub
     }
 
     /// The manifest sent to every Agent.

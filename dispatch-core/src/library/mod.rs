@@ -6,6 +6,7 @@
 //! - `accept`, `gate`, `peer_log`: who may connect, how many, and the log of who was refused.
 //! - `connection`: one authenticated connection: handshake, then its calls.
 //! - `slow_poll`: naming the method whose poll held up the Library.
+//! - `streams`: one stream connection: streaming methods and keyed subscriptions (issue 15).
 
 mod accept;
 mod connection;
@@ -15,6 +16,7 @@ mod hosted;
 mod peer_log;
 mod run;
 mod slow_poll;
+mod streams;
 #[cfg(test)]
 mod tests;
 

@@ -37,6 +37,22 @@ pub trait ErasedService: Send + Sync + 'static {
     fn restore(self: Arc<Self>, _state: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// How the Library runs `method` if it is a streaming method (returns a `Feed`), else
+    /// `None`.
+    fn stream_spec(&self, _method: &str) -> Option<super::feed::StreamSpec> {
+        None
+    }
+
+    /// Runs the streaming method `method` with bincode-encoded `args`: its feed. A method that
+    /// is not a streaming method yields [`RemoteError::UnknownMethod`].
+    fn open_stream(self: Arc<Self>, method: &str, _args: Vec<u8>) -> super::feed::OpenFuture {
+        let err = RemoteError::UnknownMethod {
+            service: String::new(),
+            method: method.to_owned(),
+        };
+        Box::pin(futures::future::ready(Err(err)))
+    }
 }
 
 /// One method of a service, as the manifest lists it.

@@ -352,6 +352,11 @@ impl Agent {
         }
     }
 
+    /// Where and how this Agent connects (for its stream connection, `worker/streams.rs`).
+    pub(super) fn config(&self) -> &AgentConfig {
+        &self.connect.0
+    }
+
     /// Makes `self` the process's Agent.
     pub(crate) fn install(self) -> &'static Agent {
         AGENT.get_or_init(|| self)

@@ -6,12 +6,15 @@
 //! - `link`: the Agent's connection, kept up across Library restarts.
 //! - `switch`: a Library handover: the move to the new Library's socket.
 //! - `service_client`: [`ServiceClient`], what a generated stub wraps.
+//! - `streams`: the Agent's stream connection (re-opening every stream after a reconnect) and
+//!   the caller's [`RemoteStream`].
 
 mod agent;
 mod handle;
 mod link;
 mod run;
 mod service_client;
+mod streams;
 mod switch;
 
 pub use agent::Agent;
@@ -20,3 +23,4 @@ pub(crate) use agent::AgentConfig;
 pub use handle::Worker;
 pub(crate) use run::run;
 pub use service_client::ServiceClient;
+pub use streams::RemoteStream;

@@ -16,9 +16,9 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceClient<'a> {
-    agent: &'a Agent,
-    service: &'a str,
-    timeout: Option<Duration>,
+    pub(super) agent: &'a Agent,
+    pub(super) service: &'a str,
+    pub(super) timeout: Option<Duration>,
 }
 
 impl<'a> ServiceClient<'a> {
