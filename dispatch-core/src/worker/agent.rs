@@ -55,6 +55,9 @@ pub struct Agent {
     connect: Connect,
     /// To the link task: move to another Library (a handover).
     moves: mpsc::UnboundedSender<Move>,
+    /// The socket of the Library serving this worker now: a handover changes it, and every
+    /// other connection to the Library (streams, extra connections) follows it.
+    socket: watch::Sender<PathBuf>,
 }
 
 /// An [`AgentConfig`] whose `Debug` does not show the token.
@@ -157,6 +160,7 @@ impl Agent {
     pub(crate) fn move_to(&self, path: PathBuf) -> oneshot::Receiver<()> {
         let (done, finished) = oneshot::channel();
         // The link task lives as long as the process.
+        self.socket.send_replace(path.clone());
         let _ = self.moves.send(Move { path, done });
         finished
     }
@@ -314,6 +318,7 @@ impl Agent {
             manifest,
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            socket: watch::Sender::new(config.socket.clone()),
             connect: Connect(config.clone()),
             moves,
         })
@@ -323,7 +328,7 @@ impl Agent {
     /// over raw right after the Library's welcome (for tests that play a misbehaving worker).
     /// `Err` says why the Library refused it, or why it could not connect.
     pub(crate) async fn extra_connection(&self) -> Result<tokio::net::UnixStream, String> {
-        let config = &self.connect.0;
+        let config = &self.config();
         let stream = tokio::net::UnixStream::connect(&config.socket)
             .await
             .map_err(|e| format!("cannot connect to the library: {e}"))?;
@@ -353,8 +358,15 @@ impl Agent {
     }
 
     /// Where and how this Agent connects (for its stream connection, `worker/streams.rs`).
-    pub(super) fn config(&self) -> &AgentConfig {
-        &self.connect.0
+    pub(super) fn config(&self) -> AgentConfig {
+        let mut config = self.connect.0.clone();
+        config.socket = self.socket.borrow().clone();
+        config
+    }
+
+    /// The socket of the Library serving this worker, changing with each handover.
+    pub(super) fn library_socket(&self) -> watch::Receiver<PathBuf> {
+        self.socket.subscribe()
     }
 
     /// Makes `self` the process's Agent.

@@ -21,12 +21,13 @@ use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Values waiting per stream in the worker for the caller to read. A caller that does not read
 /// holds up its worker's other streams (the connection is not read), not other workers': the
@@ -80,7 +81,8 @@ fn streams(agent: &Agent) -> &'static Arc<Streams> {
             up,
         });
         tokio::spawn(keep_streams(
-            agent.config().clone(),
+            agent.config(),
+            agent.library_socket(),
             Arc::clone(&streams),
             rx,
         ));
@@ -89,15 +91,18 @@ fn streams(agent: &Agent) -> &'static Arc<Streams> {
 }
 
 /// Keeps the stream connection up for the worker's life: connects, [`resubscribe`]s, serves,
-/// and on a break reconnects (backoff from 5 ms to 200 ms).
+/// and on a break reconnects (backoff from 5 ms to 200 ms). After a Library handover
+/// (`socket` changes) it leaves the old Library and re-opens every stream on the new one.
 async fn keep_streams(
-    config: AgentConfig,
+    mut config: AgentConfig,
+    mut socket: watch::Receiver<PathBuf>,
     streams: Arc<Streams>,
     mut rx: mpsc::UnboundedReceiver<Up>,
 ) {
     let mut wait = Duration::from_millis(5);
     let mut connected_once = false;
     loop {
+        config.socket = socket.borrow_and_update().clone();
         match connect(&config).await {
             Ok(framed) => {
                 wait = Duration::from_millis(5);
@@ -105,8 +110,17 @@ async fn keep_streams(
                     tracing::info!("stream connection to the library re-established");
                 }
                 connected_once = true;
-                if let Err(e) = serve(framed, &streams, &mut rx).await {
-                    tracing::debug!("the stream connection ended: {e}");
+                tokio::select! {
+                    served = serve(framed, &streams, &mut rx) => {
+                        if let Err(e) = served {
+                            tracing::debug!("the stream connection ended: {e}");
+                        }
+                    }
+                    // A handover: the old Library closes its feeds when this connection
+                    // closes; the new one opens them again.
+                    Ok(()) = socket.changed() => {
+                        tracing::info!("library handover: moving the streams to the new library");
+                    }
                 }
                 let open = mark_resuming(&streams);
                 tracing::warn!(
