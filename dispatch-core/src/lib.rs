@@ -95,6 +95,6 @@ pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_L
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
-pub use settings::{LogFormat, RestartPolicy, Runtime};
+pub use settings::{LogFormat, Recycle, RestartPolicy, Runtime};
 pub use topic::{events, Members, Topic};
 pub use worker::{Agent, ServiceClient, Worker};

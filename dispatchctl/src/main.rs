@@ -4,15 +4,16 @@
 //! dispatchctl list
 //! dispatchctl [--cluster NAME|PID] status [--methods] [--json]
 //! dispatchctl [--cluster NAME|PID] reload
+//! dispatchctl [--cluster NAME|PID] scale N|+K|-K
 //! dispatchctl [--cluster NAME|PID] stop
 //! ```
 
 use anyhow::{bail, Context, Result};
-use dispatch_core::admin::{discover, Request, Response};
+use dispatch_core::admin::{discover, Request, Response, Scale};
 use dispatch_core::ClusterStatus;
 
 const USAGE: &str =
-    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload | stop>";
+    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload | scale N|+K|-K | stop>";
 
 fn main() {
     if let Err(e) = run() {
@@ -26,33 +27,20 @@ fn run() -> Result<()> {
     let cluster = take_value(&mut args, "--cluster")?;
     let json = take_flag(&mut args, "--json");
     let methods = take_flag(&mut args, "--methods");
-    let command = match args.as_slice() {
-        [one] => one.as_str(),
+    let (command, count) = match args.as_slice() {
+        [scale, count] if scale == "scale" => (scale.as_str(), Some(count.as_str())),
+        [one] => (one.as_str(), None),
         [] => bail!("{USAGE}"),
         more => bail!("unexpected arguments {more:?}\n{USAGE}"),
     };
-    let request = match command {
-        "list" => None,
-        "status" => Some(Request::Status { methods }),
-        "reload" => Some(Request::Reload),
-        "stop" => Some(Request::Stop),
-        other => bail!("unknown command `{other}`\n{USAGE}"),
+    let request = match (command, count) {
+        ("scale", Some(count)) => Some(Request::Scale(count.parse::<Scale>()?)),
+        ("scale", None) => bail!("scale needs a worker count: N, +K or -K\n{USAGE}"),
+        (command, _) => command_request(command, methods)?,
     };
     let found = discover()?;
     let Some(request) = request else {
-        let mine = found.mine();
-        if mine.is_empty() {
-            println!("no cluster is running for this user");
-        }
-        for c in mine {
-            println!(
-                "{:<20} master pid {:<8} {}",
-                c.name,
-                c.master_pid,
-                c.dir.display()
-            );
-        }
-        return Ok(());
+        return list(&found);
     };
     let target = found.select(cluster.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -68,6 +56,34 @@ fn run() -> Result<()> {
         Response::Refused(why) => {
             bail!("{} (pid {}) refused: {why}", target.name, target.master_pid)
         }
+    }
+    Ok(())
+}
+
+/// The request of a one-word command; `None` for `list`.
+fn command_request(command: &str, methods: bool) -> Result<Option<Request>> {
+    Ok(match command {
+        "list" => None,
+        "status" => Some(Request::Status { methods }),
+        "reload" => Some(Request::Reload),
+        "stop" => Some(Request::Stop),
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    })
+}
+
+/// `dispatchctl list`: this user's running clusters.
+fn list(found: &dispatch_core::admin::Discovered) -> Result<()> {
+    let mine = found.mine();
+    if mine.is_empty() {
+        println!("no cluster is running for this user");
+    }
+    for c in mine {
+        println!(
+            "{:<20} master pid {:<8} {}",
+            c.name,
+            c.master_pid,
+            c.dir.display()
+        );
     }
     Ok(())
 }
@@ -99,9 +115,11 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
         format!(", listening on {}", status.listeners.join(", "))
     };
     out.push_str(&format!(
-        "cluster {} (master pid {}, up {}{listening})\n",
+        "cluster {} (master pid {}, {} worker{}, up {}{listening})\n",
         status.name,
         status.master_pid,
+        status.workers,
+        if status.workers == 1 { "" } else { "s" },
         duration(status.uptime_ms)
     ));
     let mut unknown = false;
@@ -145,6 +163,19 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
     );
     if unknown {
         out.push_str("? = the process did not answer in time (starting, busy or hung)\n");
+    }
+    for p in &status.processes {
+        if let (Some(id), Some(why)) = (p.worker_id, &p.last_recycle) {
+            let times = if p.recycles == 1 { "once" } else { "times" };
+            let count = if p.recycles == 1 {
+                String::new()
+            } else {
+                format!("{} ", p.recycles)
+            };
+            out.push_str(&format!(
+                "worker {id} recycled {count}{times}, last: {why}\n"
+            ));
+        }
     }
     if methods {
         out.push('\n');
@@ -238,6 +269,8 @@ mod tests {
             calls: answered.then_some(42),
             in_flight: answered.then_some(0),
             last_failure: None,
+            recycles: 0,
+            last_recycle: None,
             queued_bytes: 0,
             queued_messages: 0,
             queue_budget_bytes: 64 << 20,
@@ -264,6 +297,7 @@ mod tests {
             master_pid: 100,
             uptime_ms: 3_723_000,
             listeners: vec!["127.0.0.1:8080".into()],
+            workers: 1,
             processes: vec![
                 process("library", None, 101, true),
                 process("worker", Some(0), 102, false),
@@ -275,7 +309,7 @@ mod tests {
             ],
         };
         let expected = "\
-cluster app (master pid 100, up 1h02m, listening on 127.0.0.1:8080)
+cluster app (master pid 100, 1 worker, up 1h02m, listening on 127.0.0.1:8080)
 ROLE     ID  PID  STATE  RESTARTS  UPTIME  RSS       CALLS  IN FLIGHT
 library  -   101  ready  0         1m01s   10.0 MiB  42     0
 worker   0   102  ready  0         1m01s   10.0 MiB  ?      ?

@@ -130,7 +130,7 @@ impl Master {
     pub(super) fn is_current(&self, kind: ChildKind, pid: u32) -> bool {
         match kind {
             ChildKind::Library => self.library.current == Some(pid),
-            ChildKind::Worker(id) => self.workers[id as usize].current == Some(pid),
+            ChildKind::Worker(id) => self.worker_slot(id).is_some_and(|s| s.current == Some(pid)),
         }
     }
 
@@ -162,6 +162,23 @@ impl Master {
                 self.advance_reload();
                 Flow::Continue
             }
+            Part::Removed => {
+                let how = describe_kill(status, p.killed);
+                if status.success() {
+                    tracing::info!(
+                        pid,
+                        "the {} removed by a scale-down stopped ({how})",
+                        kind.label()
+                    );
+                } else {
+                    tracing::warn!(
+                        pid,
+                        "the {} removed by a scale-down stopped ({how})",
+                        kind.label()
+                    );
+                }
+                Flow::Continue
+            }
             Part::Replacement => {
                 let how = p.failure.unwrap_or_else(|| describe_kill(status, p.killed));
                 tracing::error!(
@@ -170,9 +187,10 @@ impl Master {
                     kind.label()
                 );
                 self.reload = None;
+                self.apply_pending_scale();
                 // If the old one died meanwhile, the slot still needs a process.
                 if let ChildKind::Worker(id) = kind {
-                    if self.workers[id as usize].current.is_none() {
+                    if self.worker_slot(id).is_some_and(|s| s.current.is_none()) {
                         return self.crashed(kind, pid, p.started, &how);
                     }
                 }

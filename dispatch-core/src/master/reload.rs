@@ -1,6 +1,7 @@
 //! Rolling reload: one worker at a time, start the replacement, wait until it is ready, then
 //! stop the old one gracefully. A replacement that fails to become ready aborts the reload and
-//! the old worker keeps serving.
+//! the old worker keeps serving. A recycle (see `recycle`) is a reload of one worker; a scale
+//! asked for meanwhile is applied when the reload ends (see `scale`).
 
 use super::state::{Master, Part, Reload, Timer};
 use crate::process::ChildKind;
@@ -14,18 +15,33 @@ impl Master {
             tracing::warn!("reload requested while the cluster is starting: ignored");
             return;
         }
-        if self.reload.is_some() {
-            tracing::info!("a reload is already in progress");
-            return;
-        }
         let queue: VecDeque<u32> = (0..self.workers.len() as u32)
             .filter(|id| !self.workers[*id as usize].finished)
             .collect();
+        match self.reload.as_mut() {
+            // A recycle in progress becomes the first step of the reload: every worker is
+            // replaced after it (the recycled one too, so that each runs the reloaded code).
+            Some(running) if running.recycle => {
+                tracing::info!(
+                    "rolling reload of {} workers, one at a time, after the recycle in progress",
+                    queue.len()
+                );
+                running.recycle = false;
+                running.queue = queue;
+                return;
+            }
+            Some(_) => {
+                tracing::info!("a reload is already in progress");
+                return;
+            }
+            None => {}
+        }
         tracing::info!("rolling reload of {} workers, one at a time", queue.len());
         self.reload = Some(Reload {
             queue,
             step: None,
             started: Instant::now(),
+            recycle: false,
         });
         self.advance_reload();
     }
@@ -38,11 +54,19 @@ impl Master {
             };
             reload.step = None;
             let Some(id) = reload.queue.pop_front() else {
-                tracing::info!("rolling reload complete in {:?}", reload.started.elapsed());
+                if reload.recycle {
+                    tracing::info!("recycle complete in {:?}", reload.started.elapsed());
+                } else {
+                    tracing::info!("rolling reload complete in {:?}", reload.started.elapsed());
+                }
                 self.reload = None;
+                self.apply_pending_scale();
                 return;
             };
-            let slot = &self.workers[id as usize];
+            // A slot a scale-down removed, finished, or waiting for its restart.
+            let Some(slot) = self.worker_slot(id) else {
+                continue;
+            };
             if slot.finished || slot.current.is_none() {
                 continue;
             }
@@ -56,6 +80,7 @@ impl Master {
                 Err(e) => {
                     tracing::error!("reload aborted: cannot start a new worker {id}: {e}");
                     self.reload = None;
+                    self.apply_pending_scale();
                     return;
                 }
             }
@@ -67,7 +92,11 @@ impl Master {
         if let Some(p) = self.procs.get_mut(&new) {
             p.part = Part::Current;
         }
-        let old = self.workers[id as usize].current.replace(new);
+        let Some(slot) = self.workers.get_mut(id as usize) else {
+            self.advance_reload();
+            return;
+        };
+        let old = slot.current.replace(new);
         let Some(old) = old else {
             self.advance_reload();
             return;
@@ -76,6 +105,7 @@ impl Master {
             p.part = Part::Retiring;
             let _ = p.handle.send(ToChild::Shutdown);
         }
+        self.recycling.last_retired = Some(Instant::now());
         tracing::info!("worker {id}: pid {new} took over, stopping pid {old}");
         self.schedule(self.config.grace_period, Timer::Kill(old));
     }

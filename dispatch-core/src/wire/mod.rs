@@ -16,6 +16,7 @@ pub(crate) mod framing;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use control::Served;
 pub(crate) use control::{
     ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, BEHIND, MAX_BUSY_METHODS,
     MAX_CONTROL_FRAME, MAX_MESSAGE,
