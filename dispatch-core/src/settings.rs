@@ -101,8 +101,9 @@ fn default_max_workers() -> usize {
 /// When the master replaces a worker by a fresh process (PM2's `max_memory_restart`,
 /// gunicorn's `max_requests` with `max_requests_jitter`): start-new-first, as a rolling reload
 /// does, so no request is lost. Only one worker is recycled at a time, never while a reload
-/// runs, and recycles are at least [`min_interval`](Recycle::min_interval) apart, so that
-/// workers never retire together. The reason is logged and shown by `dispatchctl status`.
+/// runs, and recycles are at least [`min_interval`](Recycle::min_interval) apart (a worker
+/// past its memory limit does not wait), so that workers never retire together; the most
+/// overdue worker goes first. The reason is logged and shown by `dispatchctl status`.
 ///
 /// ```no_run
 /// use dispatch::Recycle;
@@ -119,12 +120,14 @@ fn default_max_workers() -> usize {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recycle {
-    /// Replace a worker whose resident memory (`/proc/<pid>/statm`, read by the master once a
-    /// second) passes this many bytes. Default: no limit.
+    /// Replace a worker whose resident memory (`VmRSS` in `/proc/<pid>/status`, read by the
+    /// master four times a second) passes this many bytes. Default: no limit.
     pub max_rss_bytes: Option<u64>,
     /// Replace a worker after it served this many HTTP requests (counted by
     /// `dispatch::http::serve`, or by the application with
-    /// [`Worker::count_request`](crate::Worker::count_request)), plus its jitter. Default: no
+    /// [`Worker::count_request`](crate::Worker::count_request)), plus its jitter. The counts
+    /// reach the master with the worker's heartbeats (then at least every 250 ms), so a busy
+    /// worker serves a little past its limit before its replacement is ready. Default: no
     /// limit.
     pub max_requests: Option<u64>,
     /// Replace a worker after its Agent made this many calls to the Library, plus its jitter.
@@ -137,7 +140,7 @@ pub struct Recycle {
     /// Replace a worker that has run this long. Default: no limit.
     pub max_age: Option<Duration>,
     /// The shortest time between two recycles (from one old worker told to stop to the next).
-    /// Default 1 s.
+    /// A worker past `max_rss_bytes` does not wait for it. Default 1 s.
     pub min_interval: Duration,
 }
 
@@ -249,16 +252,20 @@ impl Settings {
     }
 
     /// How often a child's runtime proves it is making progress: a tenth of the liveness
-    /// timeout, at most every second (at least every 10 ms); every second with the watchdog off
-    /// if a recycling limit needs the workers' counts (they travel with the heartbeats);
-    /// otherwise `None` with the watchdog off.
+    /// timeout, at most every second (at least every 10 ms); `None` with the watchdog off.
+    /// A recycling limit on the workers' counts (they travel with the heartbeats) makes it at
+    /// most 250 ms, watchdog or not.
     pub(crate) fn heartbeat_interval(&self) -> Option<Duration> {
         let every = self.liveness_timeout.map(|t| {
             (t / 10)
                 .min(Duration::from_secs(1))
                 .max(Duration::from_millis(10))
         });
-        every.or_else(|| self.recycle.counts().then_some(Duration::from_secs(1)))
+        if !self.recycle.counts() {
+            return every;
+        }
+        let counts = Duration::from_millis(250);
+        Some(every.map_or(counts, |every| every.min(counts)))
     }
 }
 

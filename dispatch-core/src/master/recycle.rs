@@ -1,11 +1,12 @@
-//! Recycling (PM2's `max_memory_restart`, gunicorn's `max_requests` with jitter): once a second
-//! the master looks for a ready worker past a limit of [`Recycle`](crate::Recycle) (its
+//! Recycling (PM2's `max_memory_restart`, gunicorn's `max_requests` with jitter): four times a
+//! second the master looks for a ready worker past a limit of [`Recycle`](crate::Recycle) (its
 //! resident memory, its requests or calls plus its own jitter, its age) and replaces it the way
 //! a rolling reload does, start-new-first, through the same machinery (a reload of one worker).
 //!
 //! Only one worker is recycled at a time, none while a reload runs, and two recycles are at
 //! least `Recycle::min_interval` apart (from one old worker told to stop to the next), so that
-//! workers never retire together. The reason is logged and kept in the slot for
+//! workers never retire together; the most overdue worker goes first. A worker past its memory
+//! limit goes before any other and does not wait for the interval (still one at a time). The reason is logged and kept in the slot for
 //! `dispatchctl status`.
 
 use super::state::{Master, Part, Reload, Timer};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often the master looks for a worker to recycle.
-pub(super) const RECYCLE_CHECK: Duration = Duration::from_secs(1);
+pub(super) const RECYCLE_CHECK: Duration = Duration::from_millis(250);
 
 /// The master's memory of recycling: when an old worker last retired, and the jitter draws.
 #[derive(Debug)]
@@ -68,29 +69,38 @@ impl Master {
             return;
         }
         self.schedule(RECYCLE_CHECK, Timer::Recycle);
-        // One at a time, none while a reload runs (it waits for the next look), and spaced.
+        // One at a time, none while a reload runs (it waits for the next look).
         if self.ready_at.is_none() || self.reload.is_some() || self.pending_scale.is_some() {
             return;
         }
-        let spacing = self.config.recycle.min_interval;
-        if self
-            .recycling
-            .last_retired
-            .is_some_and(|at| at.elapsed() < spacing)
-        {
-            return;
-        }
-        let due = (0..self.workers.len() as u32).find_map(|id| {
-            let pid = self.workers[id as usize].current?;
-            self.recycle_reason(pid).map(|why| (id, pid, why))
-        });
-        let Some((id, pid, why)) = due else {
+        // A worker past its memory limit before any other, then the most overdue (so that a
+        // fresh worker past a low limit does not starve the others).
+        let due = (0..self.workers.len() as u32)
+            .filter_map(|id| {
+                let pid = self.workers[id as usize].current?;
+                self.recycle_reason(pid).map(|due| (id, pid, due))
+            })
+            .max_by(|(_, _, a), (_, _, b)| {
+                a.memory
+                    .cmp(&b.memory)
+                    .then(a.overdue.total_cmp(&b.overdue))
+            });
+        let Some((id, pid, due)) = due else {
             return;
         };
-        tracing::info!(pid, "recycling worker {id}: {why}");
+        // Spaced, so that workers never retire together; memory does not wait.
+        let spacing = self.config.recycle.min_interval;
+        let recent = self
+            .recycling
+            .last_retired
+            .is_some_and(|at| at.elapsed() < spacing);
+        if recent && !due.memory {
+            return;
+        }
+        tracing::info!(pid, "recycling worker {id}: {}", due.why);
         let slot = &mut self.workers[id as usize];
         slot.recycles += 1;
-        slot.last_recycle = Some(why);
+        slot.last_recycle = Some(due.why);
         self.reload = Some(Reload {
             queue: VecDeque::from([id]),
             step: None,
@@ -101,7 +111,7 @@ impl Master {
     }
 
     /// Why the ready worker `pid` is due for recycling, if it is.
-    fn recycle_reason(&self, pid: u32) -> Option<String> {
+    fn recycle_reason(&self, pid: u32) -> Option<Due> {
         let p = self.procs.get(&pid)?;
         if !p.ready || p.part != Part::Current {
             return None;
@@ -110,7 +120,11 @@ impl Master {
         if let Some(max) = limits.max_rss_bytes {
             let rss = rss_kib(pid).unwrap_or(0).saturating_mul(1024);
             if rss > max {
-                return Some(format!("rss {} > {}", mib(rss), mib(max)));
+                return Some(Due {
+                    why: format!("rss {} > {}", mib(rss), mib(max)),
+                    memory: true,
+                    overdue: rss as f64 / max.max(1) as f64,
+                });
             }
         }
         let served = p.handle.heard().served;
@@ -118,20 +132,43 @@ impl Master {
             (limits.max_requests, served.requests, "requests"),
             (limits.max_calls, served.calls, "calls"),
         ];
+        let mut reasons = Vec::new();
         for (max, done, what) in counted {
             let Some(max) = max else { continue };
-            if done >= max.saturating_add(p.jitter) {
-                return Some(format!("{done} {what} (limit {max}+{} jitter)", p.jitter));
+            let limit = max.saturating_add(p.jitter);
+            if done >= limit {
+                reasons.push(Due {
+                    why: format!("{done} {what} (limit {max}+{} jitter)", p.jitter),
+                    memory: false,
+                    overdue: done as f64 / limit.max(1) as f64,
+                });
             }
         }
         if let Some(max) = limits.max_age {
             let age = p.started.elapsed();
             if age >= max {
-                return Some(format!("age {age:.0?} >= {max:?}"));
+                reasons.push(Due {
+                    why: format!("age {age:.0?} >= {max:?}"),
+                    memory: false,
+                    overdue: age.as_secs_f64() / max.as_secs_f64().max(1e-3),
+                });
             }
         }
-        None
+        reasons
+            .into_iter()
+            .max_by(|a, b| a.overdue.total_cmp(&b.overdue))
     }
+}
+
+/// A worker due for recycling.
+#[derive(Debug)]
+struct Due {
+    /// For the log and the status.
+    why: String,
+    /// Past its memory limit: recycled first, without waiting for `Recycle::min_interval`.
+    memory: bool,
+    /// How far past its limit, as a ratio (1.0: just reached it).
+    overdue: f64,
 }
 
 /// `130 MiB` (one decimal under 10 MiB).

@@ -89,7 +89,7 @@ pub(super) enum Timer {
     Liveness,
     /// Look for children whose queues stayed full too long (see `watch_queues`).
     QueueWatch,
-    /// Look for a worker to recycle (see `recycle`); comes back every second.
+    /// Look for a worker to recycle (see `recycle`); comes back every 250 ms.
     Recycle,
 }
 
