@@ -127,6 +127,7 @@ fn with_4_workers_and_max_requests_each_retires_and_no_two_within_the_same_secon
     let addr = cluster.listen_addr();
     let master = cluster.pid();
     let load = Load::start(&addr, 4);
+    let loaded = Instant::now();
     // Until each of the 4 slots was recycled at least once.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -152,6 +153,7 @@ fn with_4_workers_and_max_requests_each_retires_and_no_two_within_the_same_secon
     }
     let s = status(master);
     let report = load.stop();
+    let load_ran = loaded.elapsed();
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(30));
     run.assert_success();
@@ -167,8 +169,8 @@ fn with_4_workers_and_max_requests_each_retires_and_no_two_within_the_same_secon
         .filter_map(|l| l.split("recycling ").nth(1))
         .collect();
     eprintln!(
-        "measured: 4 workers, max_requests 200 + jitter 100: {} requests, {} failed; {} \
-         retirements, gaps {gaps:.3?} s; reasons {reasons:#?}",
+        "measured: 4 workers, max_requests 200 + jitter 100: {} requests in {load_ran:?}, {} \
+         failed; {} retirements, gaps {gaps:.3?} s; reasons {reasons:#?}",
         report.outcomes.len(),
         failed.len(),
         retired.len()

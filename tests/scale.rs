@@ -221,3 +221,43 @@ fn a_scale_during_a_rolling_reload_is_applied_when_the_reload_completes() {
     let scaled = log.find("scaled from 2 to 3 workers").expect("scaled");
     assert!(complete < scaled, "{log}");
 }
+
+#[test]
+fn the_http_example_scales_2_to_4_to_1_under_load_losing_no_request() {
+    let port = support::free_port().to_string();
+    let cluster = support::Cluster::start_bin(
+        support::example("http"),
+        &["--port", &port, "--workers", "2"],
+        &[],
+    );
+    let addr = cluster.listen_addr();
+    let master = cluster.pid();
+    await_workers(master, 2, Duration::from_secs(20));
+    let load = Load::start(&addr, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let up = admin(master, Request::Scale(Scale::Up(2)));
+    assert!(matches!(&up, Response::Done(_)), "{up:?}");
+    await_workers(master, 4, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let down = admin(master, Request::Scale(Scale::To(1)));
+    assert!(matches!(&down, Response::Done(_)), "{down:?}");
+    cluster.await_log(
+        "removed by a scale-down stopped (exited with code 0)",
+        3,
+        Duration::from_secs(20),
+    );
+    await_workers(master, 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.stop();
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(30));
+    run.assert_success();
+    let failed = report.failed();
+    eprintln!(
+        "measured: examples/http scaled 2→4→1 under load: {} requests (each a Library call), \
+         {} failed",
+        report.outcomes.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+}
