@@ -227,3 +227,40 @@ fn a_worker_past_its_max_age_is_recycled_and_status_says_why() {
         "{s:#?}"
     );
 }
+
+#[test]
+fn a_replacement_that_cannot_start_keeps_the_old_worker_and_is_retried_after_a_pause() {
+    let broken = support::TempPath::new("dispatch-deploy-broken");
+    let cluster = support::Cluster::start_bin(
+        fixture(),
+        &["--workers", "1", "--max-age-ms", "500"],
+        &[("FIXTURE_FAIL_SETUP_IF", &broken.as_str())],
+    );
+    let addr = cluster.listen_addr();
+    // From now on, new workers fail their setup.
+    std::fs::write(&broken.0, b"broken").expect("marker");
+    cluster.await_log("recycle aborted", 1, Duration::from_secs(20));
+    let load = Load::start(&addr, 2);
+    std::thread::sleep(Duration::from_secs(3));
+    let report = load.stop();
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(30));
+    run.assert_success();
+    let aborted = lines_with(&run.stderr, "recycle aborted").len();
+    eprintln!(
+        "measured: a replacement that cannot start: {aborted} tries in ~3 s, {} requests, {} \
+         failed",
+        report.outcomes.len(),
+        report.failed().len()
+    );
+    assert!(report.failed().is_empty(), "{:?}", report.failed());
+    assert!(report.ok() > 0);
+    // Not every 250 ms: the next try waits.
+    assert!(aborted <= 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the old one keeps serving; next try in 10s"),
+        "{}",
+        run.stderr
+    );
+}

@@ -181,11 +181,15 @@ impl Master {
             }
             Part::Replacement => {
                 let how = p.failure.unwrap_or_else(|| describe_kill(status, p.killed));
-                tracing::error!(
-                    pid,
-                    "reload aborted: the new {} {how}; the old one keeps serving",
-                    kind.label()
-                );
+                if self.reload.as_ref().is_some_and(|r| r.recycle) {
+                    self.recycle_failed(pid, kind, &how);
+                } else {
+                    tracing::error!(
+                        pid,
+                        "reload aborted: the new {} {how}; the old one keeps serving",
+                        kind.label()
+                    );
+                }
                 self.reload = None;
                 self.apply_pending_scale();
                 // If the old one died meanwhile, the slot still needs a process.

@@ -16,6 +16,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long recycling pauses after a replacement failed to start (the old worker keeps
+/// serving meanwhile).
+pub(super) const RECYCLE_RETRY: Duration = Duration::from_secs(10);
+
 /// How often the master looks for a worker to recycle.
 pub(super) const RECYCLE_CHECK: Duration = Duration::from_millis(250);
 
@@ -24,6 +28,8 @@ pub(super) const RECYCLE_CHECK: Duration = Duration::from_millis(250);
 pub(super) struct Recycling {
     /// When a reload or a recycle last told an old worker to stop.
     pub(super) last_retired: Option<Instant>,
+    /// When a recycle's replacement last failed to start.
+    pub(super) failed_at: Option<Instant>,
     rng: u64,
 }
 
@@ -35,6 +41,7 @@ impl Recycling {
             ^ u64::from(std::process::id()).rotate_left(32);
         Recycling {
             last_retired: None,
+            failed_at: None,
             rng: seed | 1,
         }
     }
@@ -73,6 +80,14 @@ impl Master {
         if self.ready_at.is_none() || self.reload.is_some() || self.pending_scale.is_some() {
             return;
         }
+        // After a replacement failed (new code that cannot start), not a new process every look.
+        if self
+            .recycling
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RECYCLE_RETRY)
+        {
+            return;
+        }
         // A worker past its memory limit before any other, then the most overdue (so that a
         // fresh worker past a low limit does not starve the others).
         let due = (0..self.workers.len() as u32)
@@ -108,6 +123,18 @@ impl Master {
             recycle: true,
         });
         self.advance_reload();
+    }
+
+    /// A recycle's replacement `pid` failed to start: the old worker keeps serving, and
+    /// recycling pauses for [`RECYCLE_RETRY`].
+    pub(super) fn recycle_failed(&mut self, pid: u32, kind: ChildKind, how: &str) {
+        tracing::error!(
+            pid,
+            "recycle aborted: the new {} {how}; the old one keeps serving; next try in \
+             {RECYCLE_RETRY:?}",
+            kind.label()
+        );
+        self.recycling.failed_at = Some(Instant::now());
     }
 
     /// Why the ready worker `pid` is due for recycling, if it is.

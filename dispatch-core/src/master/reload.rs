@@ -9,6 +9,10 @@ use crate::wire::ToChild;
 use std::collections::VecDeque;
 use tokio::time::Instant;
 
+fn reload_is_recycle(reload: Option<&Reload>) -> bool {
+    reload.is_some_and(|r| r.recycle)
+}
+
 impl Master {
     pub(super) fn start_reload(&mut self) {
         if self.ready_at.is_none() {
@@ -78,6 +82,9 @@ impl Master {
                     return;
                 }
                 Err(e) => {
+                    if reload_is_recycle(self.reload.as_ref()) {
+                        self.recycling.failed_at = Some(Instant::now());
+                    }
                     tracing::error!("reload aborted: cannot start a new worker {id}: {e}");
                     self.reload = None;
                     self.apply_pending_scale();

@@ -72,7 +72,7 @@ impl Master {
                 match self.spawn(ChildKind::Worker(id as u32), Part::Current) {
                     Ok(pid) => started.push(format!("{id} (pid {pid})")),
                     Err(e) => {
-                        // A slot without a process is started again after a backoff.
+                        // This slot and the ones after it are not added.
                         tracing::error!("scale: cannot start worker {id}: {e}");
                         self.workers.truncate(id);
                         break;
@@ -117,6 +117,9 @@ impl Master {
         } else {
             format!("already {current} workers")
         };
+        // New children are told the current count.
+        self.config.workers = self.workers.len();
+        self.init.settings.workers = self.workers.len();
         tracing::info!("{done}");
         done
     }
