@@ -261,3 +261,161 @@ fn the_http_example_scales_2_to_4_to_1_under_load_losing_no_request() {
     );
     assert!(failed.is_empty(), "requests failed: {failed:?}");
 }
+
+/// A keep-alive HTTP/1.1 client: one connection, reused; a request that finds its reused
+/// connection closed before any byte of its response is sent again on a new one, once (as
+/// HTTP clients do for idempotent requests: the server closed an idle connection).
+struct KeepAlive {
+    addr: String,
+    conn: Option<std::io::BufReader<std::net::TcpStream>>,
+    used: bool,
+    /// Requests on the current connection; after 50, a new one (so that connections spread
+    /// over new workers).
+    on_conn: u32,
+}
+
+impl KeepAlive {
+    fn get(&mut self) -> Result<(String, bool), String> {
+        match self.try_get() {
+            Ok(body) => Ok((body, false)),
+            Err((true, _)) if self.used_before_close() => {
+                self.try_get().map(|b| (b, true)).map_err(|(_, e)| e)
+            }
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Whether the closed connection had served a request (then it was reused).
+    fn used_before_close(&mut self) -> bool {
+        std::mem::replace(&mut self.used, false)
+    }
+
+    /// The body, or (nothing of the response arrived, the error).
+    fn try_get(&mut self) -> Result<String, (bool, String)> {
+        use std::io::{BufRead, Read, Write};
+        if self.conn.is_none() {
+            let stream =
+                std::net::TcpStream::connect(&self.addr).map_err(|e| (false, e.to_string()))?;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.set_nodelay(true);
+            self.conn = Some(std::io::BufReader::new(stream));
+            self.used = false;
+            self.on_conn = 0;
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        let sent = conn.get_mut().write_all(request.as_bytes());
+        let mut status = String::new();
+        let read = sent.and_then(|()| conn.read_line(&mut status));
+        if !matches!(read, Ok(n) if n > 0) {
+            self.conn = None;
+            return Err((true, format!("closed before a response: {read:?}")));
+        }
+        let mut length = 0;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            match conn.read_line(&mut line) {
+                Ok(n) if n > 0 => {}
+                other => {
+                    self.conn = None;
+                    return Err((false, format!("headers cut: {other:?}")));
+                }
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            close |= lower.starts_with("connection: close");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        if let Err(e) = conn.read_exact(&mut body) {
+            self.conn = None;
+            return Err((false, format!("body cut: {e}")));
+        }
+        self.used = true;
+        self.on_conn += 1;
+        if close || self.on_conn >= 50 {
+            self.conn = None;
+        }
+        if !status.contains(" 200 ") {
+            return Err((false, status));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[test]
+fn scaling_down_under_keep_alive_load_loses_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let cluster = support::Cluster::start_bin(fixture(), &["--workers", "2"], &[]);
+    let addr = cluster.listen_addr();
+    let master = cluster.pid();
+    await_workers(master, 2, Duration::from_secs(20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, retried) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok, retried, failures) = (
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&retried),
+                Arc::clone(&failures),
+            );
+            let mut client = KeepAlive {
+                addr: addr.clone(),
+                conn: None,
+                used: false,
+                on_conn: 0,
+            };
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get() {
+                        Ok((_, again)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if again {
+                                retried.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => failures.lock().expect("failures").push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let up = admin(master, Request::Scale(Scale::To(4)));
+    assert!(matches!(&up, Response::Done(_)), "{up:?}");
+    await_workers(master, 4, Duration::from_secs(20));
+    // The clients' new connections spread over the 4 workers.
+    std::thread::sleep(Duration::from_millis(500));
+    let down = admin(master, Request::Scale(Scale::To(1)));
+    assert!(matches!(&down, Response::Done(_)), "{down:?}");
+    cluster.await_log(
+        "removed by a scale-down stopped (exited with code 0)",
+        3,
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(30));
+    run.assert_success();
+    let failures = failures.lock().expect("failures").clone();
+    eprintln!(
+        "measured: keep-alive load (8 connections) through scale 2→4→1: {} requests, {} \
+         failed, {} sent again after an idle connection closed",
+        ok.load(Ordering::Relaxed),
+        failures.len(),
+        retried.load(Ordering::Relaxed)
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+}

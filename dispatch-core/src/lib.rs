@@ -42,7 +42,9 @@
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
 //!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
-//!    old one is asked to stop. Listeners stay open throughout.
+//!    old one is asked to stop. Listeners stay open throughout. A worker past a `Recycle`
+//!    limit (memory, requests, age) is replaced the same way, one at a time; `dispatchctl
+//!    scale` starts more workers or stops the highest ones gracefully.
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
 //!    drains through `Worker::shutdown`), kills stragglers after the grace period, then stops
 //!    the Library last, after its services' close hooks. A child whose master dies dies with it

@@ -24,7 +24,7 @@ pub(crate) enum Command {
 }
 
 /// Controls a running cluster from the master process (another thread of it, for example):
-/// the same as sending the master SIGHUP or SIGTERM. Obtained from
+/// the same as sending the master SIGHUP or SIGTERM, or `dispatchctl scale`. Obtained from
 /// [`Cluster::handle`](crate::Cluster::handle) before [`Cluster::run`](crate::Cluster::run); in
 /// the Library and in workers it does nothing.
 #[derive(Debug, Clone)]
