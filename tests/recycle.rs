@@ -243,9 +243,23 @@ fn a_replacement_that_cannot_start_keeps_the_old_worker_and_is_retried_after_a_p
     let load = Load::start(&addr, 2);
     std::thread::sleep(Duration::from_secs(3));
     let report = load.stop();
+    let s = status(cluster.pid());
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(30));
     run.assert_success();
+    let worker = s
+        .processes
+        .iter()
+        .find(|p| p.role == "worker")
+        .expect("a worker");
+    assert_eq!(worker.recycles, 0, "{worker:?}");
+    assert!(
+        worker
+            .last_recycle
+            .as_deref()
+            .is_some_and(|why| why.contains("(aborted: the new worker")),
+        "{worker:?}"
+    );
     let aborted = lines_with(&run.stderr, "recycle aborted").len();
     eprintln!(
         "measured: a replacement that cannot start: {aborted} tries in ~3 s, {} requests, {} \

@@ -164,17 +164,15 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
     if unknown {
         out.push_str("? = the process did not answer in time (starting, busy or hung)\n");
     }
+    // Why each slot's worker was last recycled (a recycle is not a restart).
     for p in &status.processes {
         if let (Some(id), Some(why)) = (p.worker_id, &p.last_recycle) {
-            let times = if p.recycles == 1 { "once" } else { "times" };
-            let count = if p.recycles == 1 {
-                String::new()
-            } else {
-                format!("{} ", p.recycles)
+            let count = match p.recycles {
+                0 => "no time".to_owned(),
+                1 => "once".to_owned(),
+                n => format!("{n} times"),
             };
-            out.push_str(&format!(
-                "worker {id} recycled {count}{times}, last: {why}\n"
-            ));
+            out.push_str(&format!("worker {id} recycled {count}, last: {why}\n"));
         }
     }
     if methods {
@@ -322,6 +320,31 @@ demo.never  0      0       -       -
 - = never called
 ";
         assert_eq!(render_status(&status, true), expected);
+    }
+
+    #[test]
+    fn status_says_why_each_worker_was_last_recycled() {
+        let mut recycled = process("worker", Some(1), 103, true);
+        recycled.recycles = 3;
+        recycled.last_recycle = Some("rss 130 MiB > 100 MiB".into());
+        let status = ClusterStatus {
+            name: "app".into(),
+            master_pid: 100,
+            uptime_ms: 1_000,
+            listeners: Vec::new(),
+            workers: 2,
+            processes: vec![process("worker", Some(0), 102, true), recycled],
+            methods: Vec::new(),
+        };
+        let out = render_status(&status, false);
+        assert!(
+            out.starts_with("cluster app (master pid 100, 2 workers, up 1s)\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("worker 1 recycled 3 times, last: rss 130 MiB > 100 MiB\n"),
+            "{out}"
+        );
     }
 
     #[test]

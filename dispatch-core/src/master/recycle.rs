@@ -6,8 +6,9 @@
 //! Only one worker is recycled at a time, none while a reload runs, and two recycles are at
 //! least `Recycle::min_interval` apart (from one old worker told to stop to the next), so that
 //! workers never retire together; the most overdue worker goes first. A worker past its memory
-//! limit goes before any other and does not wait for the interval (still one at a time). The reason is logged and kept in the slot for
-//! `dispatchctl status`.
+//! limit goes before any other and does not wait for the interval (still one at a time). The
+//! reason is logged and kept in the slot for `dispatchctl status`. A replacement that cannot
+//! start leaves the old worker serving and pauses recycling for [`RECYCLE_RETRY`].
 
 use super::state::{Master, Part, Reload, Timer};
 use super::stats::rss_kib;
@@ -135,6 +136,14 @@ impl Master {
             kind.label()
         );
         self.recycling.failed_at = Some(Instant::now());
+        if let ChildKind::Worker(id) = kind {
+            if let Some(slot) = self.workers.get_mut(id as usize) {
+                slot.recycles = slot.recycles.saturating_sub(1);
+                if let Some(why) = slot.last_recycle.as_mut() {
+                    why.push_str(&format!(" (aborted: the new worker {how})"));
+                }
+            }
+        }
     }
 
     /// Why the ready worker `pid` is due for recycling, if it is.
