@@ -54,15 +54,31 @@ pub const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// When the cluster has no listener ([`Cluster::listen`](crate::Cluster::listen)).
+///
+/// Each request is counted for [`Recycle::max_requests`](crate::Recycle::max_requests)
+/// ([`Worker::count_request`]).
 pub async fn serve(worker: &Worker, app: Router) -> io::Result<()> {
     let listener = worker.listener().map_err(io::Error::other)?;
-    let worker = worker.clone();
-    serve_until(listener, app, async move { worker.shutdown().await }).await;
+    let stopping = worker.clone();
+    let stop = async move { stopping.shutdown().await };
+    drain_after(listener, app, stop, Some(worker.clone())).await;
     Ok(())
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then drains as the [module](self) says.
+/// Requests are not counted for recycling: call [`Worker::count_request`] in a middleware, or
+/// use [`serve`].
 pub async fn serve_until(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
+    drain_after(listener, app, stop, None).await;
+}
+
+/// [`serve_until`], counting each request on `counted`'s worker.
+async fn drain_after(
+    listener: TcpListener,
+    app: Router,
+    stop: impl Future<Output = ()>,
+    counted: Option<Worker>,
+) {
     let (drain, draining) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut stop = std::pin::pin!(stop);
@@ -70,7 +86,8 @@ pub async fn serve_until(listener: TcpListener, app: Router, stop: impl Future<O
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, app.clone(), draining.clone()));
+                    let counted = counted.clone();
+                    connections.spawn(connection(stream, app.clone(), draining.clone(), counted));
                 }
                 Err(e) => accept_failed(&e).await,
             },
@@ -99,13 +116,21 @@ async fn accept_failed(e: &io::Error) {
 
 /// One connection: served until it closes; when the worker drains, finishes its request (or
 /// waits for its first one) before closing.
-async fn connection(stream: TcpStream, app: Router, mut draining: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    mut draining: watch::Receiver<bool>,
+    counted: Option<Worker>,
+) {
     let _ = stream.set_nodelay(true);
     // A permit once a request has been delivered (kept: `notify_one` stores one).
     let delivered = Arc::new(Notify::new());
     let seen = Arc::clone(&delivered);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         seen.notify_one();
+        if let Some(worker) = &counted {
+            worker.count_request();
+        }
         let mut app = app.clone();
         async move { app.call(request).await }
     });

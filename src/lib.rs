@@ -76,6 +76,8 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::testing;
+/// Recycling of workers (issue 14): see [`Cluster::recycle`].
+pub use dispatch_core::Recycle;
 pub use dispatch_core::{
     admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
     Handover, HandoverError, LogFormat, Manifest, ManifestMismatch, Members, MessageError,

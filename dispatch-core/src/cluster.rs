@@ -10,7 +10,7 @@ use crate::config::ConfigSource;
 use crate::config::SharedConfig;
 use crate::master::{ClusterHandle, Command};
 use crate::process::{exit, logging, role, Hooks, Launch, Setup};
-use crate::settings::{LogFormat, RestartPolicy, Runtime, Settings};
+use crate::settings::{LogFormat, Recycle, RestartPolicy, Runtime, Settings};
 use crate::worker::Worker;
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt;
@@ -133,6 +133,20 @@ impl Cluster {
     /// Default 1024.
     pub fn max_in_flight(mut self, calls: u32) -> Self {
         self.settings.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// When a worker is replaced by a fresh process: past a resident memory limit, after a
+    /// number of requests or calls (with jitter), or at an age; see [`Recycle`]. Default: never.
+    pub fn recycle(mut self, recycle: Recycle) -> Self {
+        self.settings.recycle = recycle;
+        self
+    }
+
+    /// The most workers [`ClusterHandle::scale`](crate::ClusterHandle::scale) (or
+    /// `dispatchctl scale`) may ask for (at least 1). Default 1024.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.settings.max_workers = n.max(1);
         self
     }
 

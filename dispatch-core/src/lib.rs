@@ -53,6 +53,8 @@
 //!    [`Handover`] hooks take snapshots, the new one restores them before it admits the calls
 //!    it held for them, and the old Library runs its close hooks and exits
 //!    (`master/handover.rs`, `worker/switch.rs`, `library/handover.rs`).
+//!    A worker past a `Recycle` limit (memory, requests, age) is replaced the same way, one at
+//!    a time; `dispatchctl scale` starts more workers or stops the highest ones gracefully.
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
 //!    drains through `Worker::shutdown`), kills stragglers after the grace period, then stops
 //!    the Library last, after its services' close hooks. A child whose master dies dies with it
@@ -116,7 +118,7 @@ pub use process::{role, Role};
 pub use service::{
     Feed, Handover, HandoverError, Manifest, ManifestMismatch, Overflow, ServiceManifest,
 };
-pub use settings::{LogFormat, RestartPolicy, Runtime};
+pub use settings::{LogFormat, Recycle, RestartPolicy, Runtime};
 pub use stream::Publisher;
 pub use topic::{events, Members, Topic};
 pub use worker::{Agent, RemoteStream, ServiceClient, Worker};

@@ -92,6 +92,87 @@ pub(crate) struct Settings {
     /// Replace the Library through a handover once it has run this long; `None`: never for
     /// its age.
     pub(crate) library_max_age: Option<Duration>,
+    /// When a worker is replaced by a fresh one (issue 14). Default: never.
+    #[serde(default)]
+    pub(crate) recycle: Recycle,
+    /// The most workers `scale` may ask for. Default 1024.
+    #[serde(default = "default_max_workers")]
+    pub(crate) max_workers: usize,
+}
+
+fn default_max_workers() -> usize {
+    1024
+}
+
+/// When the master replaces a worker by a fresh process (PM2's `max_memory_restart`,
+/// gunicorn's `max_requests` with `max_requests_jitter`): start-new-first, as a rolling reload
+/// does, so no request is lost. Only one worker is recycled at a time, never while a reload
+/// runs, and recycles are at least [`min_interval`](Recycle::min_interval) apart (a worker
+/// past its memory limit does not wait), so that workers never retire together; the most
+/// overdue worker goes first. The reason is logged and shown by `dispatchctl status`.
+///
+/// ```no_run
+/// use dispatch::Recycle;
+/// use std::time::Duration;
+///
+/// let cluster = dispatch::Cluster::new().recycle(Recycle {
+///     max_rss_bytes: Some(512 << 20),
+///     max_requests: Some(10_000),
+///     max_requests_jitter: 1_000,
+///     max_age: Some(Duration::from_secs(24 * 3600)),
+///     ..Recycle::default()
+/// });
+/// # let _ = cluster;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recycle {
+    /// Replace a worker whose resident memory (`VmRSS` in `/proc/<pid>/status`, read by the
+    /// master four times a second) passes this many bytes. Default: no limit.
+    pub max_rss_bytes: Option<u64>,
+    /// Replace a worker after it served this many HTTP requests (counted by
+    /// `dispatch::http::serve`, or by the application with
+    /// [`Worker::count_request`](crate::Worker::count_request)), plus its jitter. The counts
+    /// reach the master with the worker's heartbeats (then at least every 250 ms), so a busy
+    /// worker serves a little past its limit before its replacement is ready. Default: no
+    /// limit.
+    pub max_requests: Option<u64>,
+    /// Replace a worker after its Agent made this many calls to the Library, plus its jitter.
+    /// Default: no limit.
+    pub max_calls: Option<u64>,
+    /// Each worker's limits are `max_requests` (or `max_calls`) plus a number drawn uniformly
+    /// in `0..=max_requests_jitter` for each new process, so that workers started together do
+    /// not reach them together. Default 0.
+    pub max_requests_jitter: u64,
+    /// Replace a worker that has run this long. Default: no limit.
+    pub max_age: Option<Duration>,
+    /// The shortest time between two recycles (from one old worker told to stop to the next).
+    /// A worker past `max_rss_bytes` does not wait for it. Default 1 s.
+    pub min_interval: Duration,
+}
+
+impl Default for Recycle {
+    fn default() -> Self {
+        Recycle {
+            max_rss_bytes: None,
+            max_requests: None,
+            max_calls: None,
+            max_requests_jitter: 0,
+            max_age: None,
+            min_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Recycle {
+    /// Whether any limit is set.
+    pub(crate) fn enabled(&self) -> bool {
+        self.max_rss_bytes.is_some() || self.counts() || self.max_age.is_some()
+    }
+
+    /// Whether a limit needs the worker's counts (sent with its heartbeats).
+    pub(crate) fn counts(&self) -> bool {
+        self.max_requests.is_some() || self.max_calls.is_some()
+    }
 }
 
 /// The memory budgets of the data plane and of each process's messenger, in bytes (issue 12;
@@ -154,6 +235,8 @@ impl Default for Settings {
             library_runtime: Runtime::default(),
             worker_runtime: Runtime::default(),
             budgets: DataBudgets::default(),
+            recycle: Recycle::default(),
+            max_workers: default_max_workers(),
             test_child_args: None,
             library_max_rss: None,
             library_max_age: None,
@@ -178,12 +261,19 @@ impl Settings {
 
     /// How often a child's runtime proves it is making progress: a tenth of the liveness
     /// timeout, at most every second (at least every 10 ms); `None` with the watchdog off.
+    /// A recycling limit on the workers' counts (they travel with the heartbeats) makes it at
+    /// most 250 ms, watchdog or not.
     pub(crate) fn heartbeat_interval(&self) -> Option<Duration> {
-        self.liveness_timeout.map(|t| {
+        let every = self.liveness_timeout.map(|t| {
             (t / 10)
                 .min(Duration::from_secs(1))
                 .max(Duration::from_millis(10))
-        })
+        });
+        if !self.recycle.counts() {
+            return every;
+        }
+        let counts = Duration::from_millis(250);
+        Some(every.map_or(counts, |every| every.min(counts)))
     }
 }
 

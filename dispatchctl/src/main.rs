@@ -4,6 +4,7 @@
 //! dispatchctl list
 //! dispatchctl [--cluster NAME|PID] status [--methods] [--json]
 //! dispatchctl [--cluster NAME|PID] reload [--library]
+//! dispatchctl [--cluster NAME|PID] scale N|+K|-K
 //! dispatchctl [--cluster NAME|PID] stop
 //! dispatchctl [--cluster NAME|PID] upgrade
 //! ```
@@ -14,11 +15,11 @@
 //! cluster serves on. Later commands find the new master by the cluster's name.
 
 use anyhow::{bail, Context, Result};
-use dispatch_core::admin::{discover, Request, Response};
+use dispatch_core::admin::{discover, Request, Response, Scale};
 use dispatch_core::ClusterStatus;
 
 const USAGE: &str =
-    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload [--library] | stop | upgrade>";
+    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload [--library] | scale N|+K|-K | stop | upgrade>";
 
 fn main() {
     if let Err(e) = run() {
@@ -34,42 +35,20 @@ fn run() -> Result<()> {
     let methods = take_flag(&mut args, "--methods");
     // `reload --library`: a Library handover instead of a rolling reload of the workers.
     let library = take_flag(&mut args, "--library");
-    let command = match args.as_slice() {
-        [one] => one.as_str(),
+    let (command, count) = match args.as_slice() {
+        [scale, count] if scale == "scale" => (scale.as_str(), Some(count.as_str())),
+        [one] => (one.as_str(), None),
         [] => bail!("{USAGE}"),
         more => bail!("unexpected arguments {more:?}\n{USAGE}"),
     };
-    let request = match command {
-        "list" => None,
-        "status" => Some(Request::Status { methods }),
-        "reload" if library => Some(Request::ReloadLibrary),
-        "reload" => Some(Request::Reload),
-        "stop" => Some(Request::Stop),
-        "upgrade" => Some(Request::Upgrade),
-        other => bail!("unknown command `{other}`\n{USAGE}"),
+    let request = match (command, count) {
+        ("scale", Some(count)) => Some(Request::Scale(count.parse::<Scale>()?)),
+        ("scale", None) => bail!("scale needs a worker count: N, +K or -K\n{USAGE}"),
+        (command, _) => command_request(command, methods, library)?,
     };
     let found = discover()?;
     let Some(request) = request else {
-        let mine = found.mine();
-        if mine.is_empty() {
-            println!("no cluster is running for this user");
-        }
-        for c in mine {
-            let phase = if c.retiring {
-                " (retiring after an upgrade)"
-            } else if c.upgrading {
-                " (upgrading: taking over)"
-            } else {
-                ""
-            };
-            println!(
-                "{:<20} master pid {:<8} {}{phase}",
-                c.name,
-                c.master_pid,
-                c.dir.display()
-            );
-        }
-        return Ok(());
+        return list(&found);
     };
     let target = found.select(cluster.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,6 +64,43 @@ fn run() -> Result<()> {
         Response::Refused(why) => {
             bail!("{} (pid {}) refused: {why}", target.name, target.master_pid)
         }
+    }
+    Ok(())
+}
+
+/// The request of a one-word command; `None` for `list`.
+fn command_request(command: &str, methods: bool, library: bool) -> Result<Option<Request>> {
+    Ok(match command {
+        "list" => None,
+        "status" => Some(Request::Status { methods }),
+        "reload" if library => Some(Request::ReloadLibrary),
+        "reload" => Some(Request::Reload),
+        "stop" => Some(Request::Stop),
+        "upgrade" => Some(Request::Upgrade),
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    })
+}
+
+/// `dispatchctl list`: this user's running clusters.
+fn list(found: &dispatch_core::admin::Discovered) -> Result<()> {
+    let mine = found.mine();
+    if mine.is_empty() {
+        println!("no cluster is running for this user");
+    }
+    for c in mine {
+        let phase = if c.retiring {
+            " (retiring after an upgrade)"
+        } else if c.upgrading {
+            " (upgrading: taking over)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<20} master pid {:<8} {}{phase}",
+            c.name,
+            c.master_pid,
+            c.dir.display()
+        );
     }
     Ok(())
 }
@@ -116,9 +132,11 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
         format!(", listening on {}", status.listeners.join(", "))
     };
     out.push_str(&format!(
-        "cluster {} (master pid {}, up {}{listening})\n",
+        "cluster {} (master pid {}, {} worker{}, up {}{listening})\n",
         status.name,
         status.master_pid,
+        status.workers,
+        if status.workers == 1 { "" } else { "s" },
         duration(status.uptime_ms)
     ));
     let mut unknown = false;
@@ -166,6 +184,17 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
     for p in &status.processes {
         if let Some(handover) = &p.last_handover {
             out.push_str(&format!("library: last {handover}\n"));
+        }
+    }
+    // Why each slot's worker was last recycled (a recycle is not a restart).
+    for p in &status.processes {
+        if let (Some(id), Some(why)) = (p.worker_id, &p.last_recycle) {
+            let count = match p.recycles {
+                0 => "no time".to_owned(),
+                1 => "once".to_owned(),
+                n => format!("{n} times"),
+            };
+            out.push_str(&format!("worker {id} recycled {count}, last: {why}\n"));
         }
     }
     if methods {
@@ -260,6 +289,8 @@ mod tests {
             calls: answered.then_some(42),
             in_flight: answered.then_some(0),
             last_failure: None,
+            recycles: 0,
+            last_recycle: None,
             queued_bytes: 0,
             queued_messages: 0,
             queue_budget_bytes: 64 << 20,
@@ -287,6 +318,7 @@ mod tests {
             master_pid: 100,
             uptime_ms: 3_723_000,
             listeners: vec!["127.0.0.1:8080".into()],
+            workers: 1,
             processes: vec![
                 process("library", None, 101, true),
                 process("worker", Some(0), 102, false),
@@ -298,7 +330,7 @@ mod tests {
             ],
         };
         let expected = "\
-cluster app (master pid 100, up 1h02m, listening on 127.0.0.1:8080)
+cluster app (master pid 100, 1 worker, up 1h02m, listening on 127.0.0.1:8080)
 ROLE     ID  PID  STATE  RESTARTS  UPTIME  RSS       CALLS  IN FLIGHT
 library  -   101  ready  0         1m01s   10.0 MiB  42     0
 worker   0   102  ready  0         1m01s   10.0 MiB  ?      ?
@@ -311,6 +343,31 @@ demo.never  0      0       -       -
 - = never called
 ";
         assert_eq!(render_status(&status, true), expected);
+    }
+
+    #[test]
+    fn status_says_why_each_worker_was_last_recycled() {
+        let mut recycled = process("worker", Some(1), 103, true);
+        recycled.recycles = 3;
+        recycled.last_recycle = Some("rss 130 MiB > 100 MiB".into());
+        let status = ClusterStatus {
+            name: "app".into(),
+            master_pid: 100,
+            uptime_ms: 1_000,
+            listeners: Vec::new(),
+            workers: 2,
+            processes: vec![process("worker", Some(0), 102, true), recycled],
+            methods: Vec::new(),
+        };
+        let out = render_status(&status, false);
+        assert!(
+            out.starts_with("cluster app (master pid 100, 2 workers, up 1s)\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("worker 1 recycled 3 times, last: rss 130 MiB > 100 MiB\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: &str, threads: usize) -> Load {
+        Load::paced(addr, threads, Duration::ZERO)
+    }
+
+    /// As [`Load::start`], each client pausing `pause` after each request.
+    pub fn paced(addr: &str, threads: usize, pause: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(Report::default()));
         let threads = (0..threads)
@@ -92,6 +97,9 @@ impl Load {
                                 ok,
                                 detail,
                             });
+                        }
+                        if !pause.is_zero() {
+                            std::thread::sleep(pause);
                         }
                     }
                 })

@@ -1,5 +1,5 @@
 //! Operating a running cluster from outside, the operator's side: the requests, the replies,
-//! and how to find a running cluster. The master serves the requests (status, reload, stop) on
+//! and how to find a running cluster. The master serves the requests (status, reload, scale, stop) on
 //! `admin.sock` in its private runtime dir, to processes of the same user only. The
 //! `dispatchctl` tool is a client of this module.
 //!
@@ -14,9 +14,11 @@
 //! ```
 
 mod discover;
+mod scale;
 mod status;
 
 pub use discover::{discover, Discovered, Found};
+pub use scale::{Scale, ScaleError};
 pub use status::{ClusterStatus, ProcessStatus};
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,10 @@ pub enum Request {
     /// ([`Response::Done`], naming its pid) or the upgrade failed and the old cluster serves
     /// on ([`Response::Refused`], with why).
     Upgrade,
+    /// Change the number of workers (`dispatchctl scale N|+K|-K`): new workers are started,
+    /// removed ones (the highest ids) stop gracefully. During a rolling reload it is applied
+    /// when the reload completes.
+    Scale(Scale),
 }
 
 /// A master's answer.

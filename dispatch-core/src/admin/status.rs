@@ -14,6 +14,9 @@ pub struct ClusterStatus {
     pub uptime_ms: u64,
     /// The shared listeners' addresses.
     pub listeners: Vec<String>,
+    /// How many workers the master runs (its target: `Cluster::workers`, then `scale`).
+    #[serde(default)]
+    pub workers: u32,
     /// The Library and the workers, the Library first.
     pub processes: Vec<ProcessStatus>,
     /// Per-method metrics from the Library (empty unless asked for, or with metrics off).
@@ -29,8 +32,9 @@ pub struct ProcessStatus {
     pub worker_id: Option<u32>,
     /// Its pid.
     pub pid: u32,
-    /// `starting`, `ready`, `replacing` (a reload's new worker, not ready yet), `retiring`
-    /// (replaced by a reload, stopping), `unresponsive` (silent past the liveness timeout:
+    /// `starting`, `ready`, `replacing` (a reload's or recycle's new worker, not ready yet),
+    /// `retiring` (replaced by a reload or a recycle, stopping), `removing` (scaled down,
+    /// stopping), `unresponsive` (silent past the liveness timeout:
     /// being killed and restarted) or `broken` (it broke the control protocol or stopped
     /// reading its messages: it is being killed, and its slot restarted).
     pub state: String,
@@ -48,6 +52,13 @@ pub struct ProcessStatus {
     /// control protocol: …`), if one did.
     #[serde(default)]
     pub last_failure: Option<String>,
+    /// How often this slot's worker was recycled (see `Recycle`).
+    #[serde(default)]
+    pub recycles: u32,
+    /// Why this slot's worker was last recycled (`rss 130 MiB > 100 MiB`,
+    /// `1037 requests (limit 1000+37 jitter)`, `age 1h > 1h`), if it was.
+    #[serde(default)]
+    pub last_recycle: Option<String>,
     /// Bytes of messages the master holds for this process now (its outgoing control queue).
     #[serde(default)]
     pub queued_bytes: u64,

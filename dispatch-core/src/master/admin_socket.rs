@@ -205,6 +205,22 @@ async fn answer(request: Request, commands: &mpsc::UnboundedSender<Command>) -> 
                 Err(_) => Response::Refused("the cluster is stopping".into()),
             }
         }
+        Request::Scale(change) => {
+            tracing::info!("scale {change} requested through the admin socket");
+            let (tx, rx) = oneshot::channel();
+            let command = Command::Scale {
+                change,
+                reply: Some(tx),
+            };
+            if commands.send(command).is_err() {
+                return Response::Refused("the cluster is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(done)) => Response::Done(done),
+                Ok(Err(refused)) => Response::Refused(refused.to_string()),
+                Err(_) => Response::Refused("the cluster is stopping".into()),
+            }
+        }
         Request::Stop => {
             tracing::info!("stop requested through the admin socket");
             match commands.send(Command::Stop) {

@@ -23,7 +23,9 @@
 //! as [`ChildEvent::Broken`], and never read again.
 
 use crate::process::{ChildKind, Spawned};
-use crate::wire::{codec, ControlChannel, ControlSender, ToChild, ToMaster, MAX_CONTROL_FRAME};
+use crate::wire::{
+    codec, ControlChannel, ControlSender, Served, ToChild, ToMaster, MAX_CONTROL_FRAME,
+};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt;
@@ -113,6 +115,8 @@ pub(crate) struct Heard {
     pub(crate) in_flight: u64,
     /// The Library's calls in flight by `service.method`, by the last heartbeat.
     pub(crate) methods: Vec<(String, u64)>,
+    /// Its counts, by the last heartbeat (for recycling).
+    pub(crate) served: Served,
 }
 
 impl Heard {
@@ -179,6 +183,7 @@ impl ChildHandle {
             at: Instant::now(),
             in_flight: 0,
             methods: Vec::new(),
+            served: Served::default(),
         }));
         let reader_heard = Arc::clone(&heard);
         let reader = tokio::spawn(async move {
@@ -214,11 +219,17 @@ impl ChildHandle {
                     }
                 };
                 // Heartbeats stay here: the watchdog reads them from `heard`.
-                if let ToMaster::Alive { in_flight, methods } = msg {
-                    tracing::trace!(pid, in_flight, ?methods, "heartbeat");
+                if let ToMaster::Alive {
+                    in_flight,
+                    methods,
+                    served,
+                } = msg
+                {
+                    tracing::trace!(pid, in_flight, ?methods, ?served, "heartbeat");
                     let mut heard = reader_heard.lock().unwrap_or_else(PoisonError::into_inner);
                     heard.in_flight = in_flight;
                     heard.methods = methods;
+                    heard.served = served;
                     continue;
                 }
                 let share = u32::try_from(frame.len().clamp(1, READ_AHEAD)).unwrap_or(u32::MAX);

@@ -1,7 +1,7 @@
 //! Requests to the running master from inside its process: a [`ClusterHandle`] queues
 //! [`Command`]s, and so does the admin socket for `dispatchctl`.
 
-use crate::admin::ClusterStatus;
+use crate::admin::{ClusterStatus, Scale, ScaleError};
 use tokio::sync::{mpsc, oneshot};
 
 /// A request to the running master, from a [`ClusterHandle`] or the admin socket.
@@ -28,10 +28,15 @@ pub(crate) enum Command {
         methods: bool,
         reply: oneshot::Sender<ClusterStatus>,
     },
+    /// A new number of workers. For [`ClusterHandle::scale`] and `dispatchctl scale`.
+    Scale {
+        change: Scale,
+        reply: Option<oneshot::Sender<Result<String, ScaleError>>>,
+    },
 }
 
 /// Controls a running cluster from the master process (another thread of it, for example):
-/// the same as sending the master SIGHUP or SIGTERM. Obtained from
+/// the same as sending the master SIGHUP or SIGTERM, or `dispatchctl scale`. Obtained from
 /// [`Cluster::handle`](crate::Cluster::handle) before [`Cluster::run`](crate::Cluster::run); in
 /// the Library and in workers it does nothing.
 #[derive(Debug, Clone)]
@@ -71,6 +76,39 @@ impl ClusterHandle {
         self.commands
             .send(Command::ReloadLibrary { reply: None })
             .is_ok()
+    }
+
+    /// Changes the number of workers (PM2's `scale`, gunicorn's TTIN/TTOU), as
+    /// `dispatchctl scale N|+K|-K` does: new workers are started; removed ones (the highest
+    /// ids) are asked to stop, drain through [`Worker::shutdown`](crate::Worker::shutdown) and
+    /// exit, without being restarted. A later reload keeps the new count. During a rolling
+    /// reload or a recycle, the change is applied once it completes. Resolves with what was
+    /// done.
+    ///
+    /// # Errors
+    /// [`ScaleError`]: no worker left, more than
+    /// [`Cluster::max_workers`](crate::Cluster::max_workers), or the cluster is starting or
+    /// stopped.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: dispatch::ClusterHandle) -> Result<(), dispatch::admin::ScaleError> {
+    /// use dispatch::admin::Scale;
+    /// let done = handle.scale(Scale::Up(2)).await?;
+    /// println!("{done}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn scale(&self, change: Scale) -> Result<String, ScaleError> {
+        let stopped = || ScaleError::NotRunning {
+            why: "the cluster is no longer running".into(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Scale {
+                change,
+                reply: Some(reply),
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Stops the cluster gracefully. Returns `false` if it is no longer running.

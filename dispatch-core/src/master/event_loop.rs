@@ -5,6 +5,7 @@
 use super::child::{ChildEvent, KillReason};
 use super::command::Command;
 use super::guard::escape;
+use super::recycle::RECYCLE_CHECK;
 use super::signals::MasterSignal;
 use super::state::{Flow, Master, Part, Timer};
 use crate::cluster_error::ClusterError;
@@ -24,12 +25,15 @@ impl Master {
             self.schedule(every, Timer::Liveness);
         }
         if self.recycles_library() {
-            self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+            self.schedule(super::handover::RECYCLE_CHECK, Timer::LibraryRecycle);
         }
         let period = self.queue_watch_period();
         self.schedule(period, Timer::QueueWatch);
         if let Some(every) = systemd::watchdog_period() {
             self.schedule(every, Timer::Watchdog(every));
+        }
+        if self.config.recycle.enabled() {
+            self.schedule(RECYCLE_CHECK, Timer::Recycle);
         }
         let result = match self.spawn(ChildKind::Library, Part::Current) {
             Ok(_) => self.event_loop().await,
@@ -210,6 +214,17 @@ impl Master {
                 self.start_status(methods, reply);
                 Flow::Continue
             }
+            Command::Scale { change, reply } => {
+                tracing::info!("scale {change} requested");
+                let done = self.scale(change);
+                if let Err(e) = &done {
+                    tracing::warn!("scale {change} refused: {e}");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(done);
+                }
+                Flow::Continue
+            }
         }
     }
 
@@ -229,10 +244,18 @@ impl Master {
                     self.watch_queues();
                     Flow::Continue
                 }
+                // A slot a scale-down removed while it waited for its restart.
+                Timer::Restart(ChildKind::Worker(id)) if self.worker_slot(id).is_none() => {
+                    Flow::Continue
+                }
                 Timer::Restart(kind) => match self.spawn_restart(kind) {
                     Ok(_) => Flow::Continue,
                     Err(e) => Flow::Stop(Err(e)),
                 },
+                Timer::Recycle => {
+                    self.check_recycle();
+                    Flow::Continue
+                }
                 Timer::ReadyDeadline(pid) => {
                     self.enforce_ready_deadline(pid);
                     Flow::Continue
@@ -254,9 +277,9 @@ impl Master {
                     self.schedule(every, Timer::Watchdog(every));
                     Flow::Continue
                 }
-                Timer::Recycle => {
+                Timer::LibraryRecycle => {
                     self.check_library_recycle();
-                    self.schedule(super::handover::RECYCLE_CHECK, Timer::Recycle);
+                    self.schedule(super::handover::RECYCLE_CHECK, Timer::LibraryRecycle);
                     Flow::Continue
                 }
                 Timer::Handover(generation) => {

@@ -143,7 +143,7 @@ impl Master {
     pub(super) fn is_current(&self, kind: ChildKind, pid: u32) -> bool {
         match kind {
             ChildKind::Library => self.library.current == Some(pid),
-            ChildKind::Worker(id) => self.workers[id as usize].current == Some(pid),
+            ChildKind::Worker(id) => self.worker_slot(id).is_some_and(|s| s.current == Some(pid)),
         }
     }
 
@@ -202,18 +202,40 @@ impl Master {
                 self.advance_reload();
                 Flow::Continue
             }
+            Part::Removed => {
+                let how = describe_kill(status, p.killed);
+                if status.success() {
+                    tracing::info!(
+                        pid,
+                        "the {} removed by a scale-down stopped ({how})",
+                        kind.label()
+                    );
+                } else {
+                    tracing::warn!(
+                        pid,
+                        "the {} removed by a scale-down stopped ({how})",
+                        kind.label()
+                    );
+                }
+                Flow::Continue
+            }
             Part::Replacement => {
                 let how = p.failure.unwrap_or_else(|| describe_kill(status, p.killed));
-                tracing::error!(
-                    pid,
-                    "reload aborted: the new {} {how}; the old one keeps serving",
-                    kind.label()
-                );
-                systemd::notify("READY=1\nSTATUS=reload aborted");
+                if self.reload.as_ref().is_some_and(|r| r.recycle) {
+                    self.recycle_failed(pid, kind, &how);
+                } else {
+                    tracing::error!(
+                        pid,
+                        "reload aborted: the new {} {how}; the old one keeps serving",
+                        kind.label()
+                    );
+                    systemd::notify("READY=1\nSTATUS=reload aborted");
+                }
                 self.reload = None;
+                self.apply_pending_scale();
                 // If the old one died meanwhile, the slot still needs a process.
                 if let ChildKind::Worker(id) = kind {
-                    if self.workers[id as usize].current.is_none() {
+                    if self.worker_slot(id).is_some_and(|s| s.current.is_none()) {
                         return self.crashed(kind, pid, p.started, &how);
                     }
                 }

@@ -22,12 +22,13 @@ impl Master {
             return Flow::Stop(Err(e));
         }
         self.check_library_socket();
-        // Before it is ready, the ready deadline watches a child; once retiring, the grace
-        // period does.
+        // Before it is ready, the ready deadline watches a child; once retiring (or removed by
+        // a scale-down), the grace period does.
         let silent: Vec<u32> = self
             .procs
             .iter()
-            .filter(|(_, p)| p.ready && p.part != Part::Retiring && !p.unresponsive)
+            .filter(|(_, p)| p.ready && !p.unresponsive)
+            .filter(|(_, p)| !matches!(p.part, Part::Retiring | Part::Removed))
             .filter(|(_, p)| p.handle.silent_for() > timeout)
             .map(|(pid, _)| *pid)
             .collect();

@@ -8,7 +8,8 @@
 //!
 //! - `handover`: the Library replaced without failing a call.
 //! - `state`: what the master knows; `event_loop`: what it reacts to.
-//! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`.
+//! - `lifecycle`: start, ready, exit, restart; `stop`; `reload`; `scale` (workers added or
+//!   removed at run time); `recycle` (a worker past a limit replaced, through `reload`).
 //! - `routing`: the messenger's routes and mailboxes; `stats`: status requests.
 //! - `child`: the handle on one child process (its queues bounded in bytes); `guard`: a child
 //!   that writes garbage or does not read is killed; `liveness`: the watchdog (heartbeats,
@@ -27,8 +28,10 @@ mod handover;
 mod lifecycle;
 mod liveness;
 mod prometheus;
+mod recycle;
 mod reload;
 mod routing;
+mod scale;
 mod signals;
 mod state;
 mod stats;

@@ -171,7 +171,16 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
         cluster_uptime,
     );
 
+    let workers: Gauge = Gauge::default();
+    workers.set(i64::from(status.workers));
+    registry.register(
+        "workers",
+        "Workers the master runs (Cluster::workers, then dispatchctl scale)",
+        workers,
+    );
+
     let restarts = Family::<Labels, Counter>::default();
+    let recycles = Family::<Labels, Counter>::default();
     let state = Family::<Labels, Gauge>::default();
     let rss = Family::<Labels, Gauge>::default();
     let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -186,6 +195,11 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
         restarts
             .get_or_create(&labels)
             .inc_by(u64::from(p.restarts));
+        if p.worker_id.is_some() {
+            recycles
+                .get_or_create(&labels)
+                .inc_by(u64::from(p.recycles));
+        }
         let mut with_state = labels.clone();
         with_state.push(("state".to_owned(), p.state.clone()));
         state.get_or_create(&with_state).set(1);
@@ -218,8 +232,13 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
         restarts,
     );
     registry.register(
+        "process_recycles",
+        "Recycles of worker N's process (Cluster::recycle: memory, requests, age)",
+        recycles,
+    );
+    registry.register(
         "process_state",
-        "1 for each process, labelled with its state (starting, ready, replacing, retiring, unresponsive)",
+        "1 for each process, labelled with its state (starting, ready, replacing, retiring, removing, unresponsive)",
         state,
     );
     registry.register(

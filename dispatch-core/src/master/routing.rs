@@ -304,8 +304,13 @@ impl Master {
     fn slot_pid(&self, slot: ChildKind) -> Option<u32> {
         match slot {
             ChildKind::Library => self.library.current,
-            ChildKind::Worker(id) => self.workers[id as usize].current,
+            ChildKind::Worker(id) => self.worker_slot(id).and_then(|s| s.current),
         }
+    }
+
+    /// Forgets the mailbox of a slot a scale-down removed; returns how many messages it held.
+    pub(super) fn drop_mailbox(&mut self, slot: ChildKind) -> usize {
+        self.mail.slots.remove(&slot).map_or(0, |m| m.queue.len())
     }
 
     /// To the slot's process if it is ready and nothing waits before this message; else into

@@ -4,6 +4,7 @@
 use super::backoff::{CrashWindow, SlotCrashes};
 use super::child::{ChildEvent, ChildHandle, KillReason};
 use super::command::Command;
+use super::recycle::Recycling;
 use super::routing::Mailboxes;
 use super::signals::MasterSignals;
 use super::stats::PendingStatus;
@@ -26,8 +27,10 @@ pub(super) enum Part {
     Current,
     /// Started by a rolling reload to take over the slot once ready.
     Replacement,
-    /// Replaced by a reload and stopping.
+    /// Replaced by a reload (or a recycle) and stopping.
     Retiring,
+    /// Its slot was removed by a scale-down: stopping, not restarted.
+    Removed,
 }
 
 /// A live child process.
@@ -51,6 +54,8 @@ pub(super) struct Proc {
     pub(super) broken: bool,
     /// Since when its outgoing queue has been full (see `watch_queues`).
     pub(super) full_since: Option<Instant>,
+    /// Added to `Recycle::max_requests` and `max_calls` for this process (its jitter).
+    pub(super) jitter: u64,
 }
 
 /// A place in the cluster: the Library, or worker `i`.
@@ -66,6 +71,10 @@ pub(super) struct Slot {
     pub(super) last_failure: Option<String>,
     /// The Library's last handover (why, how long), for `dispatchctl status`.
     pub(super) last_handover: Option<String>,
+    /// How often its process was recycled.
+    pub(super) recycles: u32,
+    /// Why its process was last recycled, for `dispatchctl status`.
+    pub(super) last_recycle: Option<String>,
 }
 
 /// Something the master does at a set time.
@@ -88,6 +97,8 @@ pub(super) enum Timer {
     /// The current step of Library handover `generation` is late (see `handover`).
     Handover(u64),
     /// Check the Library against its recycling limits; comes back every second.
+    LibraryRecycle,
+    /// Look for a worker to recycle (see `recycle`); comes back every 250 ms.
     Recycle,
 }
 
@@ -98,6 +109,8 @@ pub(super) struct Reload {
     /// The worker being replaced now, and its replacement's pid.
     pub(super) step: Option<(u32, u32)>,
     pub(super) started: Instant,
+    /// A recycle of one worker (not a reload requested by an operator).
+    pub(super) recycle: bool,
 }
 
 /// What to do after handling one input.
@@ -146,6 +159,10 @@ pub(super) struct Master {
     pub(super) retiring: bool,
     /// This master was started by an upgrade and has not taken over yet.
     pub(super) new_link: Option<NewMasterLink>,
+    /// A scale asked for during a reload or a recycle: the worker count to apply after it.
+    pub(super) pending_scale: Option<u32>,
+    /// When an old worker was last told to stop by a reload or a recycle, and the jitter draws.
+    pub(super) recycling: Recycling,
 }
 
 impl Master {
@@ -195,6 +212,8 @@ impl Master {
             upgrade_rx,
             retiring: false,
             new_link: None,
+            pending_scale: None,
+            recycling: Recycling::new(),
         })
     }
 
@@ -225,6 +244,7 @@ impl Master {
         for value in published.into_iter().take(u32::MAX as usize) {
             let _ = handle.send(ToChild::Deliver(value));
         }
+        let jitter = self.draw_jitter(kind);
         self.procs.insert(
             pid,
             Proc {
@@ -239,6 +259,7 @@ impl Master {
                 rebind: false,
                 broken: false,
                 full_since: None,
+                jitter,
             },
         );
         if part == Part::Current {
@@ -264,6 +285,11 @@ impl Master {
             ChildKind::Library => &mut self.library,
             ChildKind::Worker(id) => &mut self.workers[id as usize],
         }
+    }
+
+    /// Worker slot `id`, if the cluster has it (a scale-down removes slots).
+    pub(super) fn worker_slot(&self, id: u32) -> Option<&Slot> {
+        self.workers.get(id as usize)
     }
 
     /// Kills `pid` with SIGKILL, remembering that the master did it, and why.

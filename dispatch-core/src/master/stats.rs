@@ -2,7 +2,7 @@
 //! adds its per-method metrics) and answers when all have replied, or after a second with what
 //! it has.
 
-use super::state::{Master, Part, Timer};
+use super::state::{Master, Part, Slot, Timer};
 use crate::admin::{ClusterStatus, ProcessStatus};
 use crate::metrics::MethodStats;
 use crate::process::ChildKind;
@@ -32,9 +32,13 @@ impl Master {
             .procs
             .iter()
             .map(|(pid, p)| {
+                // A worker removed by a scale-down has no slot any more.
+                let removed = Slot::default();
                 let (role, worker_id, slot) = match p.handle.kind {
                     ChildKind::Library => ("library", None, &self.library),
-                    ChildKind::Worker(id) => ("worker", Some(id), &self.workers[id as usize]),
+                    ChildKind::Worker(id) => {
+                        ("worker", Some(id), self.worker_slot(id).unwrap_or(&removed))
+                    }
                 };
                 let unresponsive = p.unresponsive
                     || (p.ready
@@ -46,6 +50,7 @@ impl Master {
                     _ if unresponsive => "unresponsive",
                     _ if p.broken => "broken",
                     (Part::Retiring, _) => "retiring",
+                    (Part::Removed, _) => "removing",
                     (Part::Replacement, _) => "replacing",
                     (Part::Current, true) => "ready",
                     (Part::Current, false) => "starting",
@@ -62,6 +67,8 @@ impl Master {
                     calls: None,
                     in_flight: None,
                     last_failure: slot.last_failure.clone(),
+                    recycles: slot.recycles,
+                    last_recycle: slot.last_recycle.clone(),
                     queued_bytes: queued.bytes as u64,
                     queued_messages: queued.messages as u64,
                     queue_budget_bytes: self.config.child_queue_bytes as u64,
@@ -84,6 +91,7 @@ impl Master {
             master_pid: std::process::id(),
             uptime_ms: millis(self.started.elapsed()),
             listeners: self.listeners.addresses(),
+            workers: u32::try_from(self.workers.len()).unwrap_or(u32::MAX),
             processes,
             methods: Vec::new(),
         };

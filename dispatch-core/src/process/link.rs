@@ -18,11 +18,26 @@ use crate::cluster_error::ClusterError;
 use crate::messenger::Messenger;
 use crate::metrics::MethodStats;
 use crate::wire::{
-    ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster, MAX_BUSY_METHODS,
+    ChildInit, ControlChannel, ControlReceiver, ControlWriter, Served, ToChild, ToMaster,
+    MAX_BUSY_METHODS,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
+
+/// HTTP requests this process served (one process is one worker), for `Recycle::max_requests`.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one HTTP request served by this process (`Worker::count_request`).
+pub(crate) fn count_request() {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// HTTP requests this process served so far.
+pub(crate) fn requests() -> u64 {
+    REQUESTS.load(Ordering::Relaxed)
+}
 
 /// Why a child stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +173,9 @@ impl MasterLink {
         let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
         let (handover_tx, handover) = mpsc::unbounded_channel();
         if let Some(every) = init.settings.heartbeat_interval() {
-            tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), every));
+            // The counts come from the stats (only when a recycling limit reads them).
+            let counts = init.settings.recycle.counts().then(|| Arc::clone(&stats));
+            tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), counts, every));
         }
         tokio::spawn(follow(
             receiver,
@@ -222,7 +239,12 @@ impl MasterLink {
 
 /// Sends a heartbeat every `every` for the process's whole life. It runs on the child's own
 /// runtime, so its silence is the runtime's: the master needs nothing else to see a hang.
-async fn heartbeat(outbox: ControlWriter, busy: Arc<Mutex<Option<BusyFn>>>, every: Duration) {
+async fn heartbeat(
+    outbox: ControlWriter,
+    busy: Arc<Mutex<Option<BusyFn>>>,
+    counts: Option<Arc<Mutex<Option<StatsFn>>>>,
+    every: Duration,
+) {
     let mut ticks = tokio::time::interval(every);
     // After a stall, one heartbeat, not a burst of the missed ones.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,10 +257,22 @@ async fn heartbeat(outbox: ControlWriter, busy: Arc<Mutex<Option<BusyFn>>>, ever
             .map_or((0, Vec::new()), |f| f());
         methods.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         methods.truncate(MAX_BUSY_METHODS);
-        if outbox
-            .send(&ToMaster::Alive { in_flight, methods })
-            .is_err()
-        {
+        let served = counts
+            .as_ref()
+            .map_or_else(Served::default, |stats| Served {
+                calls: stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map_or(0, |f| f().0),
+                requests: requests(),
+            });
+        let alive = ToMaster::Alive {
+            in_flight,
+            methods,
+            served,
+        };
+        if outbox.send(&alive).is_err() {
             return;
         }
     }

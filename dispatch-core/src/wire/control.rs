@@ -206,7 +206,19 @@ pub(crate) enum ToMaster {
         /// The Library's calls running now by `service.method` (at most
         /// [`MAX_BUSY_METHODS`], busiest first); empty from workers.
         methods: Vec<(String, u64)>,
+        /// Since the process started: calls served (the Library) or made (a worker), and HTTP
+        /// requests served; zeros unless a recycling limit needs them.
+        served: Served,
     },
+}
+
+/// A child's counts since it started, for recycling (`Recycle::max_calls`, `max_requests`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Served {
+    /// Calls served (the Library) or made by the Agent (a worker).
+    pub(crate) calls: u64,
+    /// HTTP requests served (`dispatch::http::serve`, `Worker::count_request`).
+    pub(crate) requests: u64,
 }
 
 /// The most methods a heartbeat lists: it stays a small frame.

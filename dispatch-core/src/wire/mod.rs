@@ -16,6 +16,7 @@ pub(crate) mod framing;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use control::Served;
 pub(crate) use control::{
     decode_first, ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, BEHIND,
     CONTROL_PROTOCOL, MAX_BUSY_METHODS, MAX_CONTROL_FRAME, MAX_MESSAGE,

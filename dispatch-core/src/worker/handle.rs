@@ -120,12 +120,20 @@ impl Worker {
         self.ready.send();
     }
 
-    /// Resolves when the master asks this worker to stop (graceful shutdown, or a rolling
-    /// reload replacing it): finish what is in flight and return from the worker function.
+    /// Resolves when the master asks this worker to stop (graceful shutdown, a rolling reload
+    /// or a recycle replacing it, or a scale-down removing it): finish what is in flight and return from the worker function.
     /// Workers still running after the grace period are killed.
     pub async fn shutdown(&self) {
         // An error means the sender is gone: the control socket closed, so stop waiting.
         let _ = self.stop.clone().wait_for(Option::is_some).await;
+    }
+
+    /// Counts one request this worker served, for
+    /// [`Recycle::max_requests`](crate::Recycle::max_requests) (gunicorn's `max_requests`).
+    /// `dispatch::http::serve` counts its requests itself; an application with its own server
+    /// calls this once per request it answers. Cheap: one relaxed atomic add.
+    pub fn count_request(&self) {
+        crate::process::link::count_request();
     }
 
     /// Whether the master has asked this worker to stop.
