@@ -76,6 +76,8 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::testing;
+/// Services calling services inside the Library: `Library::get().<service>()`.
+pub use dispatch_core::Library;
 pub use dispatch_core::{
     admin, events, role, Agent, Cluster, ClusterError, ClusterHandle, ClusterStatus, Error,
     LogFormat, Manifest, ManifestMismatch, Members, MessageError, Messenger, MethodStats,

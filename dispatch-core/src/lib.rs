@@ -90,6 +90,7 @@ pub use cluster::{testing, Cluster};
 pub use cluster_error::ClusterError;
 pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned};
 pub use error::Error;
+pub use library::Library;
 pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};

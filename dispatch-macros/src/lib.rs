@@ -13,6 +13,8 @@ mod attr;
 mod ctxt;
 mod expand;
 mod fallback;
+mod local_client;
+mod oneway;
 mod signature;
 mod valid;
 

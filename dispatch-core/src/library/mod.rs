@@ -5,16 +5,19 @@
 //! - `hosted`: the live service instances and how a call reaches one.
 //! - `accept`, `gate`, `peer_log`: who may connect, how many, and the log of who was refused.
 //! - `connection`: one authenticated connection: handshake, then its calls.
+//! - `local`: [`Library`], services calling services in-process.
 //! - `slow_poll`: naming the method whose poll held up the Library.
 
 mod accept;
 mod connection;
 mod gate;
 mod hosted;
+mod local;
 mod peer_log;
 mod run;
 mod slow_poll;
 #[cfg(test)]
 mod tests;
 
+pub use local::Library;
 pub(crate) use run::run;

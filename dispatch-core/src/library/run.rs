@@ -55,6 +55,8 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
             return Err(ClusterError::LibraryInit { message: reason });
         }
     };
+    // Every service exists: from now on they can reach each other in-process.
+    super::local::install(Arc::clone(&services));
     let socket = &link.init.library_socket;
     let listener = bind(socket)?;
     let summary = services.manifest().summary();

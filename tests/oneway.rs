@@ -1,0 +1,165 @@
+//! One-way calls and services calling services (issue 15 items 5 and 6), against a real cluster
+//! (`tests/fixtures/oneway.rs`). Each scenario runs once, shared by the tests that read it.
+//!
+//! Bounds are correctness bounds: a one-way call to a method that sleeps 2 s must return before
+//! the method ends (measured ~0.1 ms idle; the bound is 1.5 s), and everything else is counted.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::sync::OnceLock;
+use std::time::Duration;
+use support::{field, number, Cluster, Run};
+
+const CALLS: u64 = 10_000;
+
+/// Runs `scenario` to its `RESULT done`, stops the cluster, and returns what it printed.
+fn scenario(name: &str) -> Run {
+    let calls = CALLS.to_string();
+    let cluster = Cluster::start_bin(
+        env!("CARGO_BIN_EXE_dispatch-oneway-fixture"),
+        &[name, "--calls", &calls],
+        &[],
+    );
+    cluster.await_stdout("RESULT done", 1, Duration::from_secs(180));
+    cluster.signal(Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    assert!(
+        run.stdout.contains("RESULT done ok=true"),
+        "the scenario failed\n{}",
+        run.stdout
+    );
+    run
+}
+
+fn oneway() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| scenario("oneway"))
+}
+
+fn local() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| scenario("local"))
+}
+
+/// The last line starting with `RESULT <prefix>`.
+fn result<'a>(run: &'a Run, name: &str) -> &'a str {
+    let prefix = format!("RESULT {name}");
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert!(!lines.is_empty(), "no `{prefix}` line\n{}", run.stdout);
+    lines[lines.len() - 1]
+}
+
+#[test]
+fn a_oneway_call_returns_before_its_method_ends_and_its_effect_follows() {
+    let run = oneway();
+    let returned = result(run, "slow_note returned_us=");
+    let returned_us = number(returned, "returned_us");
+    println!("measured: a one-way call to a method sleeping 2 s returned in {returned_us} µs");
+    assert!(
+        returned_us < 1_500_000.0,
+        "the one-way call waited for its method: {returned}"
+    );
+    assert_eq!(
+        field(returned, "note_right_after"),
+        Some("\"\""),
+        "the method had not run yet when the call returned: {returned}"
+    );
+    let effect = result(run, "slow_note effect=");
+    assert_eq!(field(effect, "effect"), Some("\"hello\""), "{effect}");
+    let after_ms = number(effect, "after_ms");
+    println!("measured: its effect was seen {after_ms} ms after the call (the method sleeps 2 s)");
+    assert!(after_ms >= 2000.0, "{effect}");
+}
+
+#[test]
+fn a_panicking_oneway_method_is_logged_in_the_library_and_never_returned() {
+    let run = oneway();
+    assert_eq!(
+        field(result(run, "explode "), "ok"),
+        Some("true"),
+        "the worker must see no error"
+    );
+    let logged = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("one-way call sink.explode from worker 0"))
+        .unwrap_or_else(|| panic!("the Library logs the failure\n{}", run.stderr));
+    assert!(
+        logged.contains("role=\"library\"") && logged.contains("was told to fail (7)"),
+        "logged by the Library, with the panic's message: {logged}"
+    );
+    assert!(logged.contains("(pid "), "with the caller's pid: {logged}");
+    // Counted in the method's metrics (logged when the Library stops).
+    let metrics = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("sink.explode: 1 calls"))
+        .unwrap_or_else(|| panic!("the method's metrics count it\n{}", run.stderr));
+    assert!(metrics.contains("panicked=1"), "{metrics}");
+    println!("measured: logged `{logged}`");
+}
+
+#[test]
+fn ten_thousand_oneway_calls_all_run() {
+    let run = oneway();
+    let bumps = result(run, "bumps ");
+    assert_eq!(number(bumps, "failed"), 0.0, "{bumps}");
+    assert_eq!(number(bumps, "executed"), CALLS as f64, "{bumps}");
+    println!(
+        "measured: {CALLS} one-way calls sent at {} µs each, all run within {} ms; a unary \
+         call: {} µs (debug build, one worker)",
+        number(bumps, "oneway_us_per_call"),
+        number(bumps, "all_executed_ms"),
+        number(bumps, "unary_us_per_call"),
+    );
+}
+
+#[test]
+fn a_service_calls_another_in_process_without_a_socket() {
+    let run = local();
+    let relay = result(run, "relay ");
+    assert_eq!(number(relay, "bumps"), CALLS as f64, "{relay}");
+    assert_eq!(
+        field(relay, "sockets_before"),
+        field(relay, "sockets_after"),
+        "no socket opened: {relay}"
+    );
+    assert_eq!(field(relay, "sum"), Some("5"), "{relay}");
+    assert!(relay.contains("odd=service:3 is odd"), "{relay}");
+    assert_eq!(field(relay, "panicked"), Some("true"), "{relay}");
+    assert_eq!(field(relay, "blocking"), Some("42"), "{relay}");
+    // Through the method metrics, as a worker's calls.
+    assert!(
+        run.stderr.contains(&format!("sink.bump: {CALLS} calls")),
+        "in-process calls are counted in the method's metrics\n{}",
+        run.stderr
+    );
+    println!(
+        "measured: an in-process call costs {} µs (debug build)",
+        number(relay, "us_per_call")
+    );
+}
+
+#[test]
+fn the_inprocess_api_says_where_it_works() {
+    let run = local();
+    let worker = result(run, "worker_library ");
+    assert_eq!(field(worker, "try_get_none"), Some("true"), "{worker}");
+    assert!(
+        worker.contains("outside the Library process")
+            && worker.contains("Agent::get().<service>()"),
+        "{worker}"
+    );
+    let library = result(run, "agent_in_library ");
+    assert!(
+        library.contains("Agent::get() called in the Library")
+            && library.contains("dispatch::Library::get().<service>()"),
+        "{library}"
+    );
+}
