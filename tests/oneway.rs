@@ -15,7 +15,12 @@ const CALLS: u64 = 10_000;
 
 /// Runs `scenario` to its `RESULT done`, stops the cluster, and returns what it printed.
 fn scenario(name: &str) -> Run {
-    let calls = CALLS.to_string();
+    scenario_with(name, CALLS)
+}
+
+/// [`scenario`] with `calls` calls.
+fn scenario_with(name: &str, calls: u64) -> Run {
+    let calls = calls.to_string();
     let cluster = Cluster::start_bin(
         env!("CARGO_BIN_EXE_dispatch-oneway-fixture"),
         &[name, "--calls", &calls],
@@ -36,6 +41,11 @@ fn scenario(name: &str) -> Run {
 fn oneway() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| scenario("oneway"))
+}
+
+fn behind() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| scenario_with("behind", 10))
 }
 
 fn local() -> &'static Run {
@@ -118,6 +128,20 @@ fn ten_thousand_oneway_calls_all_run() {
         number(bumps, "all_executed_ms"),
         number(bumps, "unary_us_per_call"),
     );
+}
+
+#[test]
+fn oneway_calls_past_the_budget_fail_as_unavailable_and_every_sent_one_runs() {
+    let run = behind();
+    let line = result(run, "behind ");
+    let (sent, refused) = (number(line, "sent"), number(line, "refused"));
+    assert_eq!(sent + refused, 10.0, "{line}");
+    // 4 places in the Library (running) + 4 unacknowledged in the worker: at most 8 are sent
+    // before the first 2 s method ends.
+    assert!(sent >= 8.0 && refused >= 1.0, "{line}");
+    assert!(line.contains("the library is behind"), "{line}");
+    assert_eq!(number(line, "ran"), sent, "every call sent runs: {line}");
+    println!("measured: max_in_flight 4, 10 one-way calls of a 2 s method: {line}");
 }
 
 #[test]

@@ -148,11 +148,12 @@ impl Agent {
         self.link.borrow().is_some()
     }
 
-    /// Calls this worker has made, and calls in flight now.
+    /// Calls this worker has made, and calls in flight now (one-way calls count until the
+    /// Library acknowledges them).
     pub fn call_counts(&self) -> (u64, u64) {
         (
             self.calls.load(Ordering::Relaxed),
-            self.in_flight.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed) + self.oneway_in_flight.load(Ordering::Relaxed),
         )
     }
 
@@ -225,8 +226,11 @@ impl Agent {
                     })
                 }
             };
+        // The deadline bounded the sending; once queued, the call is the Library's: it must
+        // not be dropped at a deadline while it waits for a place there (the caller was told
+        // it is sent). Waiting is bounded by the places, not by time.
         let mut ctx = *CONTEXT;
-        ctx.deadline = deadline;
+        ctx.deadline = Instant::now() + wire::MAX_DEADLINE;
         let request = CallRequest {
             service: service.to_owned(),
             method: method.to_owned(),
