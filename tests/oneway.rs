@@ -141,6 +141,12 @@ fn oneway_calls_past_the_budget_fail_as_unavailable_and_every_sent_one_runs() {
     assert!(sent >= 8.0 && refused >= 1.0, "{line}");
     assert!(line.contains("the library is behind"), "{line}");
     assert_eq!(number(line, "ran"), sent, "every call sent runs: {line}");
+    // The budget is shared: a unary call of the same worker waits behind them (the first four
+    // hold every place for 2 s).
+    assert!(
+        number(line, "first_unary_ms") >= 1500.0,
+        "a unary call takes a place too: {line}"
+    );
     println!("measured: max_in_flight 4, 10 one-way calls of a 2 s method: {line}");
 }
 

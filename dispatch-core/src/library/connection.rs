@@ -132,8 +132,8 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// exhaust the Library.
 ///
 /// A one-way call (`#[oneway]`) is acknowledged as soon as it holds one of the connection's
-/// `max_in_flight` places, then runs detached, keeping its place until it ends: one-way and
-/// unary calls share the budget, and a worker sending one-way calls faster than they run meets
+/// `max_in_flight` places, then runs detached, keeping its place until it ends; a unary call
+/// holds one while it runs: one-way and unary calls share the budget, and a worker sending one-way calls faster than they run meets
 /// backpressure (its acknowledgements wait, then its connection is not read) rather than an
 /// unbounded pile of detached tasks. Its failure is logged here with `caller` (never returned:
 /// there is no reply) and counted in the method's metrics. A one-way call still running when the
@@ -161,11 +161,15 @@ pub(super) async fn serve_calls(
             .then(|| call_trace::serve_span(&request.service, &request.method, request.trace));
         let oneway = services
             .is_oneway(&request.service, &request.method)
-            .then(|| (Arc::clone(&places), Arc::clone(&caller)));
+            .then(|| Arc::clone(&caller));
+        let places = Arc::clone(&places);
         async move {
-            if let Some((places, caller)) = oneway {
+            if let Some(caller) = oneway {
                 return Ok(run_oneway(services, request, span, places, caller).await);
             }
+            // A unary call holds a place too, so one-way calls running detached count
+            // against the same budget (uncontended: one atomic operation).
+            let _place = places.acquire().await;
             let Some(span) = span else {
                 return Ok(services.call(request).await);
             };
