@@ -41,6 +41,9 @@
 //!    then with backoff); too many crashes in a window stop the cluster. When the Library is
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
 //!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
+//!    A `#[oneway]` method's caller does not wait for it (the Library acknowledges the call and
+//!    runs it detached, within the connection's in-flight budget); inside the Library, services
+//!    call each other in-process through [`Library`], with no socket.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout.
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
