@@ -20,11 +20,16 @@ fn scenario(name: &str) -> Run {
 
 /// [`scenario`] with `calls` calls.
 fn scenario_with(name: &str, calls: u64) -> Run {
+    scenario_env(name, calls, &[])
+}
+
+/// [`scenario_with`] with extra environment.
+fn scenario_env(name: &str, calls: u64, env: &[(&str, &str)]) -> Run {
     let calls = calls.to_string();
     let cluster = Cluster::start_bin(
         env!("CARGO_BIN_EXE_dispatch-oneway-fixture"),
         &[name, "--calls", &calls],
-        &[],
+        env,
     );
     cluster.await_stdout("RESULT done", 1, Duration::from_secs(180));
     cluster.signal(Signal::SIGTERM);
@@ -113,6 +118,37 @@ fn a_panicking_oneway_method_is_logged_in_the_library_and_never_returned() {
         .unwrap_or_else(|| panic!("the method's metrics count it\n{}", run.stderr));
     assert!(metrics.contains("panicked=1"), "{metrics}");
     println!("measured: logged `{logged}`");
+}
+
+#[test]
+fn a_oneway_call_is_one_trace_whose_library_span_ends_with_the_method() {
+    let run = scenario_env(
+        "oneway",
+        1,
+        &[("RUST_LOG", "info,dispatch::call=info"), ("NO_COLOR", "1")],
+    );
+    let finished = |role: &str| {
+        run.stderr
+            .lines()
+            .find(|l| {
+                l.contains(&format!("role=\"{role}\""))
+                    && l.contains("method=\"slow_note\"")
+                    && l.contains("call finished")
+            })
+            .unwrap_or_else(|| panic!("no {role} span of sink.slow_note\n{}", run.stderr))
+    };
+    let (worker, library) = (finished("worker"), finished("library"));
+    let id = |line: &str, key: &str| {
+        let start = line.find(&format!(" {key}=")).map(|i| i + key.len() + 2);
+        start.map(|i| line[i..].split([' ', '}']).next().unwrap_or("").to_owned())
+    };
+    assert_eq!(id(worker, "trace_id"), id(library, "trace_id"), "one trace");
+    assert_eq!(
+        id(worker, "span_id"),
+        id(library, "parent_span_id"),
+        "the Library's span is the child of the worker's:\n{worker}\n{library}"
+    );
+    println!("measured: worker span `{worker}`\nLibrary span `{library}`");
 }
 
 #[test]

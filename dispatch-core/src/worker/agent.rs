@@ -199,6 +199,31 @@ impl Agent {
         args: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
+        if !call_trace::enabled() {
+            return self
+                .queue_oneway(service, method, args, timeout, None)
+                .await;
+        }
+        // The caller's span ends when the call is queued; the Library's span of the call (its
+        // child) when the method ends.
+        let (span, parent) = call_trace::caller_span(service, method);
+        let result = self
+            .queue_oneway(service, method, args, timeout, Some(parent))
+            .instrument(span.clone())
+            .await;
+        call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
+        result
+    }
+
+    /// [`send_oneway`](Agent::send_oneway), in the caller's span if it has one.
+    async fn queue_oneway(
+        &self,
+        service: &str,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Option<Duration>,
+        trace: Option<wire::TraceParent>,
+    ) -> Result<(), Error> {
         self.check_request(service, method, &args)?;
         let timeout = timeout
             .unwrap_or_else(|| self.default_timeout())
@@ -235,7 +260,7 @@ impl Agent {
             service: service.to_owned(),
             method: method.to_owned(),
             args: ByteBuf::from(args),
-            trace: None,
+            trace,
         };
         let in_flight = Arc::clone(&self.oneway_in_flight);
         let mut send = Box::pin(async move {
