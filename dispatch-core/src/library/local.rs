@@ -181,13 +181,19 @@ fn not_here() -> String {
              until then)"
                 .to_owned()
         }
-        role => format!(
-            "Library::get() called outside the Library process (this is the {role:?}): services \
+        crate::process::Role::Worker { id } => where_not(&format!("worker {id}")),
+        crate::process::Role::Master => where_not("the master, or a process outside a cluster"),
+    }
+}
+
+/// [`not_here`] outside the Library, in `here`.
+fn where_not(here: &str) -> String {
+    format!(
+        "Library::get() called outside the Library process (in {here}): services \
              reach each other in-process with Library::get().<service>() only inside the \
              Library; a worker calls them through its Agent: Agent::get().<service>() \
              (Library::try_get() returns None here)"
-        ),
-    }
+    )
 }
 
 /// Logs a one-way call that failed (it has no caller to return the error to), rate-limited:
@@ -222,3 +228,23 @@ pub(crate) fn log_oneway_failure(service: &str, method: &str, caller: &str, e: &
 
 /// The most one-way failures logged in one second.
 const ONEWAY_LOG_BURST: u64 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::Library;
+
+    #[test]
+    fn outside_the_library_get_panics_saying_where_it_works() {
+        assert!(Library::try_get().is_none());
+        let panic = std::panic::catch_unwind(|| {
+            let _ = Library::get();
+        })
+        .expect_err("Library::get() outside the Library panics");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("outside the Library process (in the master")
+                && message.contains("Agent::get().<service>()"),
+            "{message}"
+        );
+    }
+}
