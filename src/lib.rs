@@ -76,6 +76,8 @@
 //! silently absent; the Library logs the services it found).
 
 pub use dispatch_core::testing;
+/// Services calling services inside the Library: `Library::get().<service>()`.
+pub use dispatch_core::Library;
 /// Recycling of workers (issue 14): see [`Cluster::recycle`].
 pub use dispatch_core::Recycle;
 pub use dispatch_core::{

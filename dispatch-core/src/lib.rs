@@ -44,6 +44,9 @@
 //!    A streaming method (`Feed<T>`, `#[subscription]`) travels on a second connection per
 //!    worker; the Library runs one feed per distinct key and fans it out into one bounded
 //!    buffer per subscriber, and after a Library restart every Agent re-opens its streams.
+//!    A `#[oneway]` method's caller does not wait for it (the Library acknowledges the call and
+//!    runs it detached, within the connection's in-flight budget); inside the Library, services
+//!    call each other in-process through [`Library`], with no socket.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout. A **Library handover**
 //!    (`dispatchctl reload --library`, [`ClusterHandle::reload_library`], Library recycling)
@@ -111,6 +114,7 @@ pub use cluster::{testing, Cluster};
 pub use cluster_error::ClusterError;
 pub use config::{ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned};
 pub use error::Error;
+pub use library::Library;
 pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};

@@ -5,6 +5,7 @@
 //! that declares services needs a dependency on `dispatch` alone.
 
 pub use crate::error::{Error, RemoteError};
+pub use crate::library::Library;
 pub use crate::service::{
     CallFuture, ErasedService, Feed, InitFuture, MethodInfo, OpenFuture, Overflow, RawFeed,
     ServiceRegistration, StreamSpec,
@@ -63,6 +64,21 @@ where
         Err(e) => Err(RemoteError::Codec {
             message: format!("the blocking task was cancelled: {e}"),
         }),
+    }
+}
+
+/// Runs a `#[blocking]` method for an in-process call (`Library::get().demo()`) on tokio's
+/// blocking pool; its panic is resumed on the caller's task, where the call's containment
+/// reports it with the method's name.
+pub async fn run_blocking_local<R, F>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the blocking task was cancelled: {e}"),
     }
 }
 
@@ -215,6 +231,18 @@ pub fn not_a_stream(method: &str) -> OpenFuture {
     Box::pin(futures::future::ready(Err(err)))
 }
 
+impl<A: Serialize> Wire<(A, ())> {
+    /// [`ServiceClient::call_oneway`].
+    pub async fn call_oneway(
+        &self,
+        client: &ServiceClient<'_>,
+        method: &str,
+        args: &A,
+    ) -> Result<(), Error> {
+        client.call_oneway(method, args).await
+    }
+}
+
 /// [`Wire`]'s stand-ins for types that are not serde: they exist so the generated code still
 /// type-checks (the build fails at `assert_wire_type`), and are never called.
 pub trait WireFallback {
@@ -241,6 +269,10 @@ pub trait WireFallback {
         _: &str,
         _: &A,
     ) -> Pending<Result<RemoteStream<T>, Error>> {
+        unreachable!("a method's types were not checked to be serde")
+    }
+    /// Stands in for [`Wire::call_oneway`].
+    fn call_oneway<A>(&self, _: &ServiceClient<'_>, _: &str, _: &A) -> Pending<Result<(), Error>> {
         unreachable!("a method's types were not checked to be serde")
     }
     /// Stands in for [`Wire::call_fallible`].

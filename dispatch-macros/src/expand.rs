@@ -51,15 +51,15 @@ pub(crate) fn library_service(args: TokenStream, input: TokenStream) -> TokenStr
 /// Emits the code of one valid service.
 pub(crate) struct ServiceGenerator<'a> {
     args: &'a Args,
-    service: &'a Service<'a>,
+    pub(crate) service: &'a Service<'a>,
     /// `::dispatch::__private`, or `<crate = …>::__private`.
-    private: TokenStream,
+    pub(crate) private: TokenStream,
     /// `DemoClient`.
-    client: Ident,
+    pub(crate) client: Ident,
     /// `DemoAgentExt`.
     ext: Ident,
     /// The extension method: the wire name as an identifier.
-    accessor: Ident,
+    pub(crate) accessor: Ident,
 }
 
 impl<'a> ServiceGenerator<'a> {
@@ -223,7 +223,10 @@ impl<'a> ServiceGenerator<'a> {
         let name = &self.service.name;
         let type_name = signature::render(self_path);
         let methods = self.service.remote.iter().map(|m| {
-            let (method, sig, cfgs) = (m.ident.to_string(), m.signature(), m.cfgs());
+            let (method, mut sig, cfgs) = (m.ident.to_string(), m.signature(), m.cfgs());
+            if crate::oneway::of(m) {
+                sig.insert_str(0, crate::oneway::PREFIX);
+            }
             quote!(#(#cfgs)* #p::MethodInfo { name: #method, signature: #sig })
         });
         let init = match &self.args.init {
@@ -322,6 +325,10 @@ impl<'a> ServiceGenerator<'a> {
         let returned = return_type(&m.output);
         let wire = quote_spanned!(at=> (&#p::Wire::<((#(#types,)*), #returned)>::NEW));
         let (output, call) = match &m.output {
+            _ if crate::oneway::of(m) => (
+                quote!(::core::result::Result<(), #p::Error>),
+                quote_spanned!(at=> #wire.call_oneway(&self.inner, #method, #args).await),
+            ),
             Output::Fallible { ok, err } => (
                 quote!(::core::result::Result<#ok, #p::Error<#err>>),
                 quote_spanned!(at=> #wire.call_fallible(&self.inner, #method, #args).await),
@@ -341,6 +348,7 @@ impl<'a> ServiceGenerator<'a> {
             #call
         };
         let errors = match &m.output {
+            _ if crate::oneway::of(m) => ERRORS_ONEWAY,
             Output::Fallible { .. } => ERRORS_FALLIBLE,
             _ => ERRORS,
         };
@@ -441,6 +449,14 @@ const ERRORS_FALLIBLE: &str = " Fails with `dispatch::Error::Service(e)` when th
      unreachable or restarted, the deadline passes, the method panics, or a payload cannot be \
      encoded or decoded.";
 
+/// The `# Errors` section of a client method of a `#[oneway]` method.
+const ERRORS_ONEWAY: &str = " One-way: returns once the request is queued on the connection to \
+     the Library, without waiting for the method; what the method does, a failure or a panic \
+     included, is logged by the Library and never returned. Fails with a `dispatch::Error` only \
+     when the request cannot be sent: too large or not encodable, or no connection to the \
+     Library (or too many of this worker's one-way calls not yet acknowledged) within the \
+     deadline.";
+
 /// What a method returns, as one type (with `Self` replaced): `()`, `T`, or `Result<T, E>`.
 fn return_type(output: &Output) -> TokenStream {
     match output {
@@ -466,6 +482,7 @@ impl ToTokens for ServiceGenerator<'_> {
             self.registration(),
             self.client(),
             self.agent_ext(),
+            self.local_client(),
         ]);
     }
 }

@@ -18,13 +18,16 @@ pub(crate) fn expand(item: &Item, errors: &syn::Error) -> TokenStream {
     out
 }
 
-/// `imp` without the `#[blocking]` attributes of its methods.
+/// `imp` without the `#[blocking]` and `#[oneway]` attributes of its methods.
 pub(crate) fn strip_helpers(imp: &ItemImpl) -> ItemImpl {
     let mut imp = imp.clone();
     for item in &mut imp.items {
         if let ImplItem::Fn(f) = item {
-            f.attrs
-                .retain(|a| !is_blocking(a) && !crate::stream_attr::is_stream_helper(a));
+            f.attrs.retain(|a| {
+                !is_blocking(a)
+                    && !crate::stream_attr::is_stream_helper(a)
+                    && !crate::oneway::is_oneway(a)
+            });
         }
     }
     imp

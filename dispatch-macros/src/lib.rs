@@ -15,6 +15,8 @@ mod attr;
 mod ctxt;
 mod expand;
 mod fallback;
+mod local_client;
+mod oneway;
 mod signature;
 mod spans;
 mod stream_attr;

@@ -24,9 +24,11 @@ pub(crate) fn check(cx: &mut Ctxt, args: &Args, service: &Service<'_>) {
     check_close(cx, args, service);
     for method in &service.remote {
         check_method(cx, service, method);
+        crate::oneway::check(cx, method);
     }
     for f in &service.local {
         crate::stream_valid::check_local(cx, f);
+        crate::oneway::check_local(cx, f);
         if let Some(blocking) = f.attrs.iter().find(|a| attr::is_blocking(a)) {
             cx.error(
                 blocking,

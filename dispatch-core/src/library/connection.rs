@@ -65,7 +65,8 @@ pub(super) async fn connection(
     let result = if streams {
         super::streams::serve_streams(framed, services).await
     } else {
-        serve_calls(framed, services, config.max_in_flight())
+        let caller = format!("worker {worker_id} (pid {})", PidField(peer.pid));
+        serve_calls(framed, services, config.max_in_flight(), caller)
             .await
             .map_err(|e| io::Error::other(e.to_string()))
     };
@@ -138,11 +139,22 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// that is not a call (`Err`: the connection is closed). At most `max_in_flight` calls run at
 /// once; past that the connection is not read (backpressure), so a flood from one worker cannot
 /// exhaust the Library.
+///
+/// A one-way call (`#[oneway]`) is acknowledged as soon as it holds one of the connection's
+/// `max_in_flight` places, then runs detached, keeping its place until it ends; a unary call
+/// holds one while it runs: one-way and unary calls share the budget, and a worker sending one-way calls faster than they run meets
+/// backpressure (its acknowledgements wait, then its connection is not read) rather than an
+/// unbounded pile of detached tasks. Its failure is logged here with `caller` (never returned:
+/// there is no reply) and counted in the method's metrics. A one-way call still running when the
+/// Library stops is cut.
 pub(super) async fn serve_calls(
     framed: Framing,
     services: Arc<Services>,
     max_in_flight: usize,
+    caller: String,
 ) -> Result<(), tarpc::ChannelError<io::Error>> {
+    let places = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let caller: Arc<str> = caller.into();
     let transport = wire::server_transport(framed);
     // Room for every in-flight call's response, so a finished call never waits for the writer
     // while holding its permit.
@@ -156,7 +168,17 @@ pub(super) async fn serve_calls(
         // of the caller: the ids come with the request). Nothing when no subscriber wants it.
         let span = call_trace::enabled()
             .then(|| call_trace::serve_span(&request.service, &request.method, request.trace));
+        let oneway = services
+            .is_oneway(&request.service, &request.method)
+            .then(|| Arc::clone(&caller));
+        let places = Arc::clone(&places);
         async move {
+            if let Some(caller) = oneway {
+                return Ok(run_oneway(services, request, span, places, caller).await);
+            }
+            // A unary call holds a place too, so one-way calls running detached count
+            // against the same budget (uncontended: one atomic operation).
+            let _place = places.acquire().await;
             let Some(span) = span else {
                 return Ok(services.call(request).await);
             };
@@ -187,6 +209,36 @@ pub(super) async fn serve_calls(
         let inline = |request: server::InFlightRequest<_, _>| request.execute(serve.clone());
         run_calls(requests, max_in_flight, inline).await
     }
+}
+
+/// Starts a one-way call: waits for one of the connection's places, spawns the method with
+/// it, and returns the acknowledgement (the encoding of `()`, empty) for the worker.
+async fn run_oneway(
+    services: Arc<Services>,
+    request: CallRequest,
+    span: Option<tracing::Span>,
+    places: Arc<tokio::sync::Semaphore>,
+    caller: Arc<str>,
+) -> wire::CallResponse {
+    // Closed never: the semaphore lives as long as the connection's calls.
+    let place = places.acquire_owned().await;
+    let in_span = span.clone().unwrap_or_else(tracing::Span::none);
+    tokio::spawn(
+        async move {
+            let _place = place;
+            let (service, method) = (request.service.clone(), request.method.clone());
+            let reply = services.call(request).await;
+            if let Err(e) = &reply {
+                super::local::log_oneway_failure(&service, &method, &caller, e);
+            }
+            if let Some(span) = span {
+                let error: Option<Error> = reply.as_ref().err().map(|e| e.clone().into());
+                call_trace::finished(&span, error.as_ref().map(|e| e as _));
+            }
+        }
+        .instrument(in_span),
+    );
+    Ok(serde_bytes::ByteBuf::new())
 }
 
 /// Runs the calls read from `requests`, each started by `start` (inline, or spawned), at most

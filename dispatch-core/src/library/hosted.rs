@@ -31,6 +31,8 @@ struct Method {
     metrics: Option<MethodMetrics>,
     /// Returns `Result<T, E>`: a reply starting with bincode's `Err` tag is the service's error.
     fallible: bool,
+    /// `#[oneway]`: acknowledged at once, run detached (see `connection::serve_calls`).
+    oneway: bool,
 }
 
 /// Why the old Library has no snapshot to hand over.
@@ -252,6 +254,66 @@ impl Services {
         Ok(ByteBuf::from(reply))
     }
 
+    /// Whether `service.method` is one-way (`#[oneway]`); `false` for an unknown method, whose
+    /// call then fails as a unary call does, with its error returned.
+    pub(crate) fn is_oneway(&self, service: &str, method: &str) -> bool {
+        self.by_name
+            .get(service)
+            .and_then(|hosted| hosted.methods.get(method))
+            .is_some_and(|m| m.oneway)
+    }
+
+    /// The live instance of the service named `service`, if it is an `S`.
+    pub(crate) fn typed_instance<S: ErasedService>(&self, service: &str) -> Option<Arc<S>> {
+        let hosted = self.by_name.get(service)?;
+        let any = Arc::clone(&hosted.instance) as Arc<dyn std::any::Any + Send + Sync>;
+        any.downcast::<S>().ok()
+    }
+
+    /// Runs an in-process call of `service.method` (its future already built by the caller's
+    /// local client): counted, timed and recorded in the method's metrics like a call from a
+    /// worker; a panic in it becomes [`RemoteError::Panicked`]. `is_service_error` tells a
+    /// fallible method's `Err` apart for the metrics.
+    pub(crate) async fn call_local<R>(
+        &self,
+        service: &str,
+        method: &str,
+        call: impl std::future::Future<Output = R>,
+        is_service_error: impl FnOnce(&R) -> bool,
+    ) -> Result<R, RemoteError> {
+        let entry = self
+            .by_name
+            .get(service)
+            .and_then(|hosted| hosted.methods.get(method));
+        let started = Instant::now();
+        let _running = crate::metrics::InFlight::start(&self.in_flight);
+        let _method_running = entry.map(|m| crate::metrics::InFlight::start(&m.running));
+        let result = AssertUnwindSafe(call).catch_unwind().await;
+        let ended = Instant::now();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let (result, outcome) = match result {
+            Ok(value) => {
+                let outcome = if is_service_error(&value) {
+                    Outcome::ServiceError
+                } else {
+                    Outcome::Ok
+                };
+                (Ok(value), outcome)
+            }
+            Err(panic) => (
+                Err(RemoteError::Panicked {
+                    method: format!("{service}.{method}"),
+                    message: panic::message(&*panic),
+                }),
+                Outcome::Failed("panicked"),
+            ),
+        };
+        if let Some(metrics) = entry.and_then(|m| m.metrics.as_ref()) {
+            metrics.record(outcome, ended.saturating_duration_since(started));
+        }
+        result
+    }
+
     /// Calls served, and calls running now.
     pub(crate) fn call_counts(&self) -> (u64, u64) {
         (
@@ -405,6 +467,7 @@ impl Method {
             running: AtomicU64::new(0),
             metrics: metrics.then(MethodMetrics::default),
             fallible: returns_result(info.signature),
+            oneway: info.is_oneway(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - `hosted`: the live service instances and how a call reaches one.
 //! - `accept`, `gate`, `peer_log`: who may connect, how many, and the log of who was refused.
 //! - `connection`: one authenticated connection: handshake, then its calls.
+//! - `local`: [`Library`], services calling services in-process.
 //! - `slow_poll`: naming the method whose poll held up the Library.
 //! - `streams`: one stream connection: streaming methods and keyed subscriptions (issue 15).
 
@@ -13,6 +14,7 @@ mod connection;
 mod gate;
 mod handover;
 mod hosted;
+mod local;
 mod peer_log;
 mod run;
 mod slow_poll;
@@ -20,4 +22,5 @@ mod streams;
 #[cfg(test)]
 mod tests;
 
+pub use local::Library;
 pub(crate) use run::run;

@@ -55,6 +55,8 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
             return Err(ClusterError::LibraryInit { message: reason });
         }
     };
+    // Every service exists: from now on they can reach each other in-process.
+    super::local::install(Arc::clone(&services));
     if link.init.handover && services.hold_for_handover() {
         tracing::info!(
             "library started by a handover: calls to services with handover hooks wait until \

@@ -13,7 +13,9 @@ pub type InitFuture = BoxFuture<'static, Result<Arc<dyn ErasedService>, String>>
 /// A service as the Library sees it: something that answers `method(args)` with encoded bytes.
 ///
 /// Implemented by the code `#[library_service]` generates; not meant to be implemented by hand.
-pub trait ErasedService: Send + Sync + 'static {
+/// `Any`, so a service in the Library can reach another one's instance by its type
+/// ([`Library`](crate::Library)'s in-process clients).
+pub trait ErasedService: std::any::Any + Send + Sync + 'static {
     /// Starts the call of `method` with bincode-encoded `args`. An unknown method yields
     /// [`RemoteError::UnknownMethod`].
     fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture;
@@ -61,8 +63,20 @@ pub struct MethodInfo {
     /// The method's name.
     pub name: &'static str,
     /// Its signature as written (`async fn add(a: i64, b: i64) -> i64`), normalised; the manifest
-    /// fingerprint is computed over these.
+    /// fingerprint is computed over these. A one-way method's starts with `#[oneway] `.
     pub signature: &'static str,
+}
+
+/// How a one-way method's signature starts (`#[oneway] fn log(line: String)`): the Library
+/// acknowledges its calls at once and runs them detached, and an Agent built without the mark
+/// has another manifest.
+pub(crate) const ONEWAY_PREFIX: &str = "#[oneway] ";
+
+impl MethodInfo {
+    /// Whether the method is one-way (`#[oneway]`).
+    pub fn is_oneway(&self) -> bool {
+        self.signature.starts_with(ONEWAY_PREFIX)
+    }
 }
 
 /// A service registered with `inventory` by `#[library_service]`.

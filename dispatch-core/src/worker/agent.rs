@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::Instrument;
 
 static AGENT: OnceCell<Agent> = OnceCell::new();
@@ -51,6 +51,12 @@ pub struct Agent {
     manifest: Manifest,
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// Places for one-way calls waiting for the Library's acknowledgement.
+    oneway: Arc<Semaphore>,
+    /// How many places `oneway` has (the Library's in-flight cap per connection).
+    oneway_places: usize,
+    /// One-way calls sent and not yet acknowledged.
+    oneway_in_flight: Arc<AtomicU64>,
     /// Where and how it connected, for [`Agent::extra_connection`].
     connect: Connect,
     /// To the link task: move to another Library (a handover).
@@ -87,10 +93,18 @@ impl Agent {
     ///
     /// # Panics
     /// Outside a worker process of a running cluster (in the master, in the Library, in a plain
-    /// test): there is no Library to call there. Use [`Agent::try_get`] to check.
+    /// test): there is no Library to call there. Use [`Agent::try_get`] to check. In the
+    /// Library, a service reaches another in-process with `Library::get().<service>()`, as the
+    /// message says.
     pub fn get() -> &'static Agent {
         match AGENT.get() {
             Some(agent) => agent,
+            None if crate::process::role() == crate::process::Role::Library => panic!(
+                "Agent::get() called in the Library: a service reaches another service \
+                 in-process, with no socket, through dispatch::Library::get().<service>() \
+                 (the same methods as the Agent's client; bring the service's `…LibraryExt` \
+                 trait into scope). The Agent exists only in workers"
+            ),
             None => panic!(
                 "Agent::get() called outside a cluster worker: the Agent exists only in worker \
                  processes started by Cluster::run, after they connected to the Library \
@@ -142,11 +156,12 @@ impl Agent {
         self.link.borrow().is_some()
     }
 
-    /// Calls this worker has made, and calls in flight now.
+    /// Calls this worker has made, and calls in flight now (one-way calls count until the
+    /// Library acknowledges them).
     pub fn call_counts(&self) -> (u64, u64) {
         (
             self.calls.load(Ordering::Relaxed),
-            self.in_flight.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed) + self.oneway_in_flight.load(Ordering::Relaxed),
         )
     }
 
@@ -190,14 +205,101 @@ impl Agent {
     }
 
     /// The body of [`Agent::call_raw`]: `trace` is sent with the call.
-    async fn send_call(
+    /// Sends a one-way call: returns once the request is queued, in order, on the connection
+    /// (its first poll hands it to the connection's writer), without waiting for the method.
+    /// The Library's acknowledgement (sent before the method runs) is awaited by a task of its
+    /// own; at most `max_in_flight` one-way calls wait for theirs, past that this call waits
+    /// for a place up to its deadline (backpressure: the Library is behind).
+    pub(crate) async fn send_oneway(
+        &self,
+        service: &str,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        if !call_trace::enabled() {
+            return self
+                .queue_oneway(service, method, args, timeout, None)
+                .await;
+        }
+        // The caller's span ends when the call is queued; the Library's span of the call (its
+        // child) when the method ends.
+        let (span, parent) = call_trace::caller_span(service, method);
+        let result = self
+            .queue_oneway(service, method, args, timeout, Some(parent))
+            .instrument(span.clone())
+            .await;
+        call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
+        result
+    }
+
+    /// [`send_oneway`](Agent::send_oneway), in the caller's span if it has one.
+    async fn queue_oneway(
         &self,
         service: &str,
         method: &str,
         args: Vec<u8>,
         timeout: Option<Duration>,
         trace: Option<wire::TraceParent>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(), Error> {
+        self.check_request(service, method, &args)?;
+        let timeout = timeout
+            .unwrap_or_else(|| self.default_timeout())
+            .min(wire::MAX_DEADLINE);
+        let deadline = Instant::now() + timeout;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let link = self.current_link(deadline, timeout).await?;
+        let place =
+            match tokio::time::timeout_at(deadline.into(), self.oneway.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(place)) => place,
+                Ok(Err(_)) => {
+                    return Err(Error::Unavailable {
+                        reason: "the agent stopped".into(),
+                    })
+                }
+                Err(_) => {
+                    return Err(Error::Unavailable {
+                        reason: format!(
+                            "the library is behind: {} one-way calls of this worker are not yet \
+                             acknowledged, and none was within the call's deadline of {timeout:?}",
+                            self.oneway_places
+                        ),
+                    })
+                }
+            };
+        // The deadline bounded the sending; once queued, the call is the Library's: it must
+        // not be dropped at a deadline while it waits for a place there (the caller was told
+        // it is sent). Waiting is bounded by the places, not by time.
+        let mut ctx = *CONTEXT;
+        ctx.deadline = Instant::now() + wire::MAX_DEADLINE;
+        let request = CallRequest {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            args: ByteBuf::from(args),
+            trace,
+        };
+        let in_flight = Arc::clone(&self.oneway_in_flight);
+        let mut send = Box::pin(async move {
+            let _place = place;
+            let _running = crate::metrics::InFlight::start(&in_flight);
+            match link.client.call(ctx, request).await {
+                Ok(_) => {}
+                // The Library logs the method's own failures; this is about the request.
+                Err(e) => tracing::debug!("a one-way call was not acknowledged: {e}"),
+            }
+        });
+        // The first poll queues the request on the connection, ahead of any later call of
+        // this task; the task spawned below then waits for the acknowledgement.
+        if futures::poll!(send.as_mut()).is_pending() {
+            tokio::spawn(send);
+        }
+        Ok(())
+    }
+
+    /// Refuses, before anything is sent, a request the Library would refuse.
+    fn check_request(&self, service: &str, method: &str, args: &[u8]) -> Result<(), Error> {
         if args.len() > self.payload_limit {
             return Err(Error::TooLarge {
                 what: "request",
@@ -213,6 +315,18 @@ impl Agent {
                 ),
             });
         }
+        Ok(())
+    }
+
+    async fn send_call(
+        &self,
+        service: &str,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Option<Duration>,
+        trace: Option<wire::TraceParent>,
+    ) -> Result<Vec<u8>, Error> {
+        self.check_request(service, method, &args)?;
         // tarpc panics on deadlines beyond its timer wheel (about 795 days): cap them.
         let timeout = timeout
             .unwrap_or_else(|| self.default_timeout())
@@ -298,6 +412,7 @@ impl Agent {
             }
         };
         let (link_tx, link) = watch::channel(Some(Arc::new(Link { client })));
+        let oneway_places = usize::try_from(config.settings.max_in_flight.max(1)).unwrap_or(1024);
         let reconnect = Arc::new(Notify::new());
         let (moves, moves_rx) = mpsc::unbounded_channel();
         tokio::spawn(keep_connected(
@@ -319,6 +434,9 @@ impl Agent {
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             socket: watch::Sender::new(config.socket.clone()),
+            oneway: Arc::new(Semaphore::new(oneway_places)),
+            oneway_places,
+            oneway_in_flight: Arc::new(AtomicU64::new(0)),
             connect: Connect(config.clone()),
             moves,
         })

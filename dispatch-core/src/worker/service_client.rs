@@ -77,6 +77,30 @@ impl<'a> ServiceClient<'a> {
         result.map_err(Error::Service)
     }
 
+    /// Calls a one-way method (`#[oneway]`): returns once the request is queued on the
+    /// connection, in order with this task's later calls, without waiting for the method to run.
+    /// What the method does, a failure or a panic included, is the Library's to log: a one-way
+    /// call has no reply.
+    ///
+    /// # Errors
+    /// When the request cannot be sent: too large ([`Error::TooLarge`]), not encodable
+    /// ([`Error::Codec`]), or no connection to the Library, or too many of this worker's one-way
+    /// calls not yet acknowledged, within the deadline ([`Error::Unavailable`]).
+    pub async fn call_oneway<A>(&self, method: &str, args: &A) -> Result<(), Error>
+    where
+        A: Serialize + ?Sized,
+    {
+        let args = crate::wire::codec::encode(args).map_err(|e| Error::Codec {
+            message: format!(
+                "cannot encode the arguments of `{}.{method}`: {e}",
+                self.service
+            ),
+        })?;
+        self.agent
+            .send_oneway(self.service, method, args, self.timeout)
+            .await
+    }
+
     /// Calls `method` with already encoded arguments and returns the encoded reply.
     ///
     /// # Errors
