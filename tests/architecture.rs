@@ -50,6 +50,8 @@ const CORE_RULES: Rules = Rules {
         // role, spawn, fds, listeners, runtime dir, logging, exit, the child-to-master link
         ("process", 4),
         ("messenger", 3),
+        // schedules (issue 17): builder, clock, a child's runs, the fleet's Redis claims/leases
+        ("schedule", 3),
         // the spans of calls, joined across worker and Library (ids carried in wire::CallRequest)
         ("call_trace", 3),
         // bytes only: codec, framing, data plane, control plane

@@ -59,6 +59,7 @@
 //! | `master/`, `library/`, `worker/`, `config/` | the three roles, and the host's shared configuration |
 //! | `admin/` | the operator's side: requests, replies, finding a running cluster |
 //! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
+//! | `schedule/` | schedules: their builder, clock (interval, cron), a child's runs, and (feature `redis`) the fleet's claims and leases |
 //! | `messenger/` | one-way typed messages between processes |
 //! | `wire/` | bytes on sockets: the codec, the framing, the data and control planes |
 //! | `service/`, `topic`, `metrics`, `error`, `cluster_error` | the contract with the macro, and the leaves every layer uses |
@@ -75,6 +76,7 @@ mod master;
 mod messenger;
 mod metrics;
 mod process;
+mod schedule;
 mod service;
 mod settings;
 mod topic;
@@ -94,6 +96,7 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
+pub use schedule::{Overlap, Schedule, ScheduleError, Target, TaskContext};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy, Runtime};
 pub use topic::{events, Members, Topic};

@@ -75,6 +75,7 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     link.report_busy_with(Box::new(move || {
         (busy.call_counts().1, busy.in_flight_by_method())
     }));
+    link.run_tasks_from(hooks.tasks.clone());
     // Only a closed socket refuses it, and then the master is gone anyway.
     let _ = link.outbox.send(&ToMaster::Ready { services: summary });
 

@@ -52,6 +52,10 @@ impl Master {
                     }
                 },
                 () = sleep_until(next_timer) => self.on_timers(),
+                Some(claimed) = self.schedules.claims.recv() => {
+                    self.on_claimed(claimed);
+                    Flow::Continue
+                }
             };
             if let Flow::Stop(result) = flow {
                 return result;
@@ -108,6 +112,14 @@ impl Master {
                 self.on_stats(pid, id, calls, in_flight, methods);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg: ToMaster::TaskDone(report),
+                ..
+            } => {
+                self.on_task_done(pid, report);
+                Flow::Continue
+            }
             ChildEvent::Broken { kind, pid, reason } => {
                 self.on_broken(kind, pid, &reason);
                 Flow::Continue
@@ -118,6 +130,7 @@ impl Master {
             }
             ChildEvent::Exited { pid, status, .. } => {
                 self.no_longer_behind(pid);
+                self.on_schedule_target_exit(pid);
                 let flow = self.on_exit(pid, status);
                 self.announce_members();
                 flow
@@ -197,6 +210,10 @@ impl Master {
                     Flow::Continue
                 }
                 Timer::Liveness => self.check_liveness(),
+                Timer::ScheduleTick { index, tick } => {
+                    self.on_schedule_tick(index, tick);
+                    Flow::Continue
+                }
             };
             if let Flow::Stop(_) = flow {
                 return flow;

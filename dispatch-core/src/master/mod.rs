@@ -14,6 +14,7 @@
 //!   the runtime dir and the Library's socket); `signals`; `backoff`: crash memory.
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in;
 //!   `prometheus`: the metrics endpoint.
+//! - `schedules`: the schedules' clock, their dispatch to children and their records.
 
 mod admin_socket;
 mod backoff;
@@ -26,6 +27,7 @@ mod liveness;
 mod prometheus;
 mod reload;
 mod routing;
+mod schedules;
 mod signals;
 mod state;
 mod stats;

@@ -80,6 +80,8 @@ pub(super) enum Timer {
     Liveness,
     /// Look for children whose queues stayed full too long (see `watch_queues`).
     QueueWatch,
+    /// Schedule `index`'s tick `tick` is due (issue 17).
+    ScheduleTick { index: usize, tick: u64 },
 }
 
 /// A rolling reload in progress.
@@ -121,6 +123,8 @@ pub(super) struct Master {
     pub(super) commands: Option<mpsc::UnboundedReceiver<Command>>,
     /// Where the admin socket sends its requests (to bind it again in a recreated runtime dir).
     pub(super) admin: mpsc::UnboundedSender<Command>,
+    /// The schedules' clocks, runs and counters (issue 17).
+    pub(super) schedules: super::schedules::Schedules,
 }
 
 impl Master {
@@ -138,6 +142,11 @@ impl Master {
         // A test's master leaves the signals to the test harness: tokio's handlers are never
         // uninstalled, and Ctrl-C must still end `cargo test`.
         let signals = MasterSignals::install(config.test_child_args.is_none())?;
+        let schedules = super::schedules::Schedules::new(
+            &config.schedules,
+            config.fleet.as_ref(),
+            &config.name(),
+        );
         Ok(Master {
             config,
             init,
@@ -160,6 +169,7 @@ impl Master {
             signals,
             commands,
             admin,
+            schedules,
         })
     }
 

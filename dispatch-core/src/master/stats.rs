@@ -85,6 +85,7 @@ impl Master {
             listeners: self.listeners.addresses(),
             processes,
             methods: Vec::new(),
+            schedules: self.schedule_statuses(),
         };
         self.statuses.insert(
             id,

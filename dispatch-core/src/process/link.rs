@@ -17,6 +17,7 @@ use super::role::ChildEnv;
 use crate::cluster_error::ClusterError;
 use crate::messenger::Messenger;
 use crate::metrics::MethodStats;
+use crate::schedule::Tasks;
 use crate::wire::{
     ChildInit, ControlChannel, ControlReceiver, ControlWriter, ToChild, ToMaster, MAX_BUSY_METHODS,
 };
@@ -95,6 +96,7 @@ pub(crate) struct MasterLink {
     pub(crate) orders: Orders,
     stats: Arc<Mutex<Option<StatsFn>>>,
     busy: Arc<Mutex<Option<BusyFn>>>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
 }
 
 impl std::fmt::Debug for MasterLink {
@@ -145,6 +147,7 @@ impl MasterLink {
         let library_back = Arc::new(Notify::new());
         let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
         let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
+        let tasks: Arc<Mutex<Option<Tasks>>> = Arc::default();
         if let Some(every) = init.settings.heartbeat_interval() {
             tokio::spawn(heartbeat(outbox.clone(), Arc::clone(&busy), every));
         }
@@ -153,6 +156,7 @@ impl MasterLink {
             messenger,
             outbox.clone(),
             Arc::clone(&stats),
+            Arc::clone(&tasks),
             Signals {
                 stop: stop_tx,
                 cluster_ready: ready_tx,
@@ -171,7 +175,18 @@ impl MasterLink {
             },
             stats,
             busy,
+            tasks,
         })
+    }
+
+    /// Runs the schedules' tasks the master orders from now on (until then: each order is
+    /// answered as failed). Set before the child reports ready: the master orders runs from
+    /// ready processes only.
+    pub(crate) fn run_tasks_from(&self, tasks: Tasks) {
+        *self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tasks);
     }
 
     /// Says what this child is doing in every heartbeat from now on (until then: nothing).
@@ -236,6 +251,7 @@ async fn follow(
     messenger: &'static Messenger,
     outbox: ControlWriter,
     stats: Arc<Mutex<Option<StatsFn>>>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
     signals: Signals,
 ) {
     let cause = loop {
@@ -279,6 +295,14 @@ async fn follow(
                     }
                     first
                 });
+            }
+            Some(ToChild::RunTask(order)) => {
+                let tasks = tasks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default();
+                crate::schedule::start_run(&tasks, order, outbox.clone());
             }
             Some(
                 ToChild::Init(_)

@@ -17,8 +17,8 @@ pub(crate) mod framing;
 mod tests;
 
 pub(crate) use control::{
-    ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, BEHIND, MAX_BUSY_METHODS,
-    MAX_CONTROL_FRAME, MAX_MESSAGE,
+    ChildInit, Incoming, Outgoing, Target, TaskOrder, TaskReport, ToChild, ToMaster, BEHIND,
+    MAX_BUSY_METHODS, MAX_CONTROL_FRAME, MAX_MESSAGE,
 };
 pub(crate) use control_channel::{ControlChannel, ControlReceiver, ControlSender};
 pub(crate) use control_writer::{ControlWriter, Refused};
