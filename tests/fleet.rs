@@ -6,9 +6,9 @@
 
 #![cfg(feature = "redis")]
 
-mod support;
 #[path = "support/redis_server.rs"]
 mod redis_server;
+mod support;
 
 use redis_server::RedisServer;
 use std::collections::BTreeMap;
@@ -114,8 +114,141 @@ fn a_fleet_wide_schedule_runs_each_tick_on_one_host_and_survives_its_host() {
     );
     assert!(twice.is_empty(), "ticks run on two hosts: {twice:?}");
     assert!(by_tick.len() >= 20, "too few ticks: {}", by_tick.len());
-    assert_eq!(missing_before_kill, 0, "ticks missed while every host was up");
+    assert_eq!(
+        missing_before_kill, 0,
+        "ticks missed while every host was up"
+    );
     let gap = gap.expect("no tick ran on another host after the kill");
-    assert!(gap <= LEASE, "ticks resumed {gap:?} after the kill (lease {LEASE:?})");
+    assert!(
+        gap <= LEASE,
+        "ticks resumed {gap:?} after the kill (lease {LEASE:?})"
+    );
     assert!(per_host.len() >= 2, "one host ran every tick: {per_host:?}");
+}
+
+// ---- fleet singleton -------------------------------------------------------------------------
+
+/// The fixture's singleton lease.
+const SINGLETON_LEASE: Duration = Duration::from_secs(1);
+
+fn start_singleton(url: &str, host: &str) -> Cluster {
+    Cluster::start_bin(fixture(), &["singleton", "-", url, host], &[])
+}
+
+/// Whether `master`'s Library serves the singleton now (`None`: no answer).
+fn active(runtime: &tokio::runtime::Runtime, master: u32) -> Option<bool> {
+    use dispatch::admin::{discover, Request, Response};
+    runtime.block_on(async {
+        let found = discover().ok()?.select(Some(&master.to_string())).ok()?;
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            found.request(Request::Status { methods: false }),
+        )
+        .await
+        {
+            Ok(Ok(Response::Status(status))) => Some(
+                status
+                    .singletons
+                    .iter()
+                    .any(|s| s.service == "noop" && s.active),
+            ),
+            _ => None,
+        }
+    })
+}
+
+/// Polls every host until exactly one is active (and returns it with the time it took),
+/// failing at once if two ever are.
+fn await_one_leader(
+    runtime: &tokio::runtime::Runtime,
+    hosts: &BTreeMap<String, Cluster>,
+    limit: Duration,
+) -> (String, Duration) {
+    let started = Instant::now();
+    loop {
+        let up: Vec<&String> = hosts
+            .iter()
+            .filter(|(_, c)| active(runtime, c.pid()) == Some(true))
+            .map(|(h, _)| h)
+            .collect();
+        assert!(up.len() <= 1, "two hosts active at once: {up:?}");
+        if let [one] = up.as_slice() {
+            return ((*one).clone(), started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no host became active within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fleet_singleton_is_active_on_one_host_and_fails_over_50_times() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut next = 0;
+    let mut hosts: BTreeMap<String, Cluster> = BTreeMap::new();
+    let mut add = |hosts: &mut BTreeMap<String, Cluster>| {
+        let host = format!("host-{next}");
+        next += 1;
+        let c = start_singleton(&url, &host);
+        c.await_log("cluster ready", 1, Duration::from_secs(60));
+        hosts.insert(host, c);
+    };
+    for _ in 0..3 {
+        add(&mut hosts);
+    }
+    let (mut leader, took) = await_one_leader(&runtime, &hosts, Duration::from_secs(30));
+    println!("measured: first election: {leader} active after {took:?}");
+    // A standby host's call fails with the typed error naming the leader.
+    let standby = hosts
+        .keys()
+        .find(|h| **h != leader)
+        .expect("a standby")
+        .clone();
+    hosts[&standby].await_stdout("RESULT not_leader", 1, Duration::from_secs(30));
+    hosts[&leader].await_stdout("RESULT served", 1, Duration::from_secs(30));
+    let said = hosts[&standby].stdout();
+    assert!(
+        said.contains(&format!("RESULT not_leader leader={leader}")),
+        "the standby's NotLeader does not name {leader}: {said}"
+    );
+
+    let mut takeovers = Vec::new();
+    for round in 0..50 {
+        let victim = hosts.remove(&leader).expect("the leader");
+        let killed = Instant::now();
+        assert!(
+            victim.kill_master(Duration::from_secs(10)).is_some(),
+            "{leader} left survivors"
+        );
+        let (new, _) = await_one_leader(&runtime, &hosts, Duration::from_secs(30));
+        let took = killed.elapsed();
+        assert_ne!(
+            new, leader,
+            "round {round}: the dead host still shows active"
+        );
+        takeovers.push(took);
+        leader = new;
+        add(&mut hosts);
+    }
+    takeovers.sort();
+    let worst = takeovers.last().copied().unwrap_or_default();
+    println!(
+        "measured: 50 SIGKILLs of the leader, never two active; takeover median {:?}, worst \
+         {worst:?} (lease {SINGLETON_LEASE:?}: a standby tries every tenth of it)",
+        takeovers[takeovers.len() / 2]
+    );
+    // Bound: the lease after the last renewal, a tenth of it for the standby to try, and the
+    // status polling; wide for a busy machine.
+    assert!(worst < SINGLETON_LEASE * 10, "a takeover took {worst:?}");
+    for (_, c) in hosts {
+        c.signal(nix::sys::signal::Signal::SIGTERM);
+        c.wait(Duration::from_secs(60)).assert_success();
+    }
 }

@@ -442,6 +442,29 @@ impl Cluster {
         self
     }
 
+    /// Makes the hosted service `service` (its name as the Library lists it: `weather`) a
+    /// fleet singleton: active in one host's Library of the fleet at a time, the leader
+    /// elected by a renewed lease in the fleet's Redis (see [`Cluster::fleet`]; call that
+    /// first). On the other hosts the service is on standby: calls fail with
+    /// [`Error::NotLeader`](crate::Error::NotLeader) or wait to lead, as `standby` says. When
+    /// the leader's host dies, another takes over once its lease ([`Cluster::fleet_lease`])
+    /// runs out; a Library that stops gives its lease up at once. `dispatchctl status` shows
+    /// who leads.
+    pub fn fleet_singleton(
+        mut self,
+        service: impl Into<String>,
+        standby: crate::schedule::Standby,
+    ) -> Self {
+        if let Some(fleet) = &mut self.settings.fleet {
+            let service = service.into();
+            fleet.singletons.retain(|(s, _)| *s != service);
+            fleet
+                .singletons
+                .push((service, standby == crate::schedule::Standby::Wait));
+        }
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle::new(self.commands.clone())

@@ -96,7 +96,7 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
-pub use schedule::{Overlap, Schedule, ScheduleError, Target, TaskContext};
+pub use schedule::{Overlap, Schedule, ScheduleError, Standby, Target, TaskContext};
 pub use service::{Manifest, ManifestMismatch, ServiceManifest};
 pub use settings::{LogFormat, RestartPolicy, Runtime};
 pub use topic::{events, Members, Topic};

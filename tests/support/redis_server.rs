@@ -18,7 +18,8 @@ impl RedisServer {
     /// Starts one on a free loopback port and waits until it answers PING.
     pub fn start() -> RedisServer {
         let port = crate::support::free_port();
-        let dir = std::env::temp_dir().join(format!("dispatch-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dispatch-redis-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string()])
@@ -52,7 +53,10 @@ impl RedisServer {
             if ping.is_ok() {
                 return server;
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer: {ping:?}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer: {ping:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

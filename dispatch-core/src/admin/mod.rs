@@ -17,7 +17,7 @@ mod discover;
 mod status;
 
 pub use discover::{discover, Discovered, Found};
-pub use status::{ClusterStatus, LastRun, ProcessStatus, ScheduleStatus};
+pub use status::{ClusterStatus, LastRun, ProcessStatus, ScheduleStatus, SingletonStatus};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -21,6 +21,20 @@ pub struct ClusterStatus {
     /// Each schedule: its target, last run and next run, and its counters (issue 17).
     #[serde(default)]
     pub schedules: Vec<ScheduleStatus>,
+    /// Each fleet singleton service: whether this host leads it, and who does (issue 17).
+    #[serde(default)]
+    pub singletons: Vec<SingletonStatus>,
+}
+
+/// A fleet singleton service, as this host's Library last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SingletonStatus {
+    /// The service.
+    pub service: String,
+    /// Whether this host's Library serves it now.
+    pub active: bool,
+    /// The leading host, as the fleet's Redis says (`None`: none right now).
+    pub leader: Option<String>,
 }
 
 /// One schedule, as its master sees it (`dispatchctl status --schedules`).

@@ -37,6 +37,8 @@ pub(crate) struct Services {
     payload_limit: usize,
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// The fleet singletons among the services, by name (issue 17).
+    leadership: HashMap<String, Arc<super::fleet::Leadership>>,
 }
 
 impl Services {
@@ -89,7 +91,27 @@ impl Services {
             payload_limit,
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            leadership: HashMap::new(),
         })
+    }
+
+    /// Gates the fleet singleton `service` by `lead`.
+    ///
+    /// # Errors
+    /// When no such service is hosted, naming those that are.
+    pub(crate) fn lead(
+        &mut self,
+        service: &str,
+        lead: Arc<super::fleet::Leadership>,
+    ) -> Result<(), String> {
+        if !self.by_name.contains_key(service) {
+            return Err(format!(
+                "fleet singleton `{service}` is not a hosted service (hosted: {})",
+                self.manifest.summary()
+            ));
+        }
+        self.leadership.insert(service.to_owned(), lead);
+        Ok(())
     }
 
     /// The manifest sent to every Agent.
@@ -109,6 +131,16 @@ impl Services {
         let Some(hosted) = self.by_name.get(service.as_str()) else {
             return Err(RemoteError::UnknownService { service });
         };
+        if let Some(lead) = self.leadership.get(service.as_str()) {
+            if !lead.active() {
+                if !lead.wait {
+                    let leader = lead.leader();
+                    return Err(RemoteError::NotLeader { service, leader });
+                }
+                // Held until this host leads; the caller's deadline bounds the wait.
+                lead.until_active().await;
+            }
+        }
         let started = Instant::now();
         // Counted down on drop: a call cut at its deadline is dropped, not finished.
         let _running = crate::metrics::InFlight::start(&self.in_flight);

@@ -9,6 +9,7 @@
 
 mod accept;
 mod connection;
+mod fleet;
 mod gate;
 mod hosted;
 mod peer_log;

@@ -120,6 +120,19 @@ impl Master {
                 self.on_task_done(pid, report);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg:
+                    ToMaster::FleetRole {
+                        service,
+                        active,
+                        leader,
+                    },
+                ..
+            } => {
+                self.on_fleet_role(pid, service, active, leader);
+                Flow::Continue
+            }
             ChildEvent::Broken { kind, pid, reason } => {
                 self.on_broken(kind, pid, &reason);
                 Flow::Continue

@@ -68,6 +68,8 @@ pub(super) struct Schedules {
     fleet: Option<Fleet>,
     /// Whether the last fleet claim failed (to log a loss and a recovery once each).
     fleet_down: bool,
+    /// The fleet singletons' roles, as the Library last reported them.
+    roles: std::collections::BTreeMap<String, (bool, Option<String>)>,
 }
 
 impl Schedules {
@@ -111,6 +113,7 @@ impl Schedules {
             #[cfg(feature = "redis")]
             fleet: fleet.map(|f| Fleet::new(f, name)),
             fleet_down: false,
+            roles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -412,6 +415,35 @@ impl Master {
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error,
         });
+    }
+
+    /// The Library reported its role for a fleet singleton.
+    pub(super) fn on_fleet_role(
+        &mut self,
+        pid: u32,
+        service: String,
+        active: bool,
+        leader: Option<String>,
+    ) {
+        if self.is_current(ChildKind::Library, pid) {
+            self.schedules.roles.insert(service, (active, leader));
+        }
+    }
+
+    /// The fleet singletons, for `dispatchctl status`.
+    pub(super) fn singleton_statuses(&self) -> Vec<crate::admin::SingletonStatus> {
+        let library_ready = self.library.current.is_some_and(|pid| self.is_ready(pid));
+        self.schedules
+            .roles
+            .iter()
+            .map(
+                |(service, (active, leader))| crate::admin::SingletonStatus {
+                    service: service.clone(),
+                    active: *active && library_ready,
+                    leader: leader.clone(),
+                },
+            )
+            .collect()
     }
 
     /// Every schedule, for `dispatchctl status --schedules` and the metrics.

@@ -86,6 +86,7 @@ impl Master {
             processes,
             methods: Vec::new(),
             schedules: self.schedule_statuses(),
+            singletons: self.singleton_statuses(),
         };
         self.statuses.insert(
             id,

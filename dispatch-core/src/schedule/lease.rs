@@ -94,9 +94,11 @@ impl Lease {
             .map(|(_, token)| token)
     }
 
-    /// Whether this holder is leader now.
-    pub(crate) fn is_leader(&self) -> bool {
-        self.token().is_some()
+    /// Until when this holder may believe it leads (`None`: it does not).
+    pub(crate) fn trusted_until(&self) -> Option<Instant> {
+        self.held
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(until, _)| until)
     }
 
     /// One step: renew when leader, try to acquire when not. Returns whether this holder is

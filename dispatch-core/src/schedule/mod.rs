@@ -75,6 +75,16 @@ pub enum ScheduleError {
     },
 }
 
+/// What a call to a fleet singleton service does on a host that does not lead it
+/// ([`Cluster::fleet_singleton`](crate::Cluster::fleet_singleton)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standby {
+    /// Fail at once with [`Error::NotLeader`](crate::Error::NotLeader), naming the leader.
+    Fail,
+    /// Wait until this host leads, up to the call's deadline.
+    Wait,
+}
+
 /// What a run of a schedule's task knows about itself.
 #[derive(Debug, Clone)]
 pub struct TaskContext {

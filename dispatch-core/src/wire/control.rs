@@ -176,6 +176,15 @@ pub(crate) enum ToMaster {
     },
     /// A run ordered by [`ToChild::RunTask`] ended.
     TaskDone(TaskReport),
+    /// The Library's role for a fleet singleton service changed (issue 17).
+    FleetRole {
+        /// The service.
+        service: String,
+        /// Whether this host's Library serves it now.
+        active: bool,
+        /// The leading host, as the fleet's Redis says.
+        leader: Option<String>,
+    },
 }
 
 /// The most methods a heartbeat lists: it stays a small frame.
