@@ -14,6 +14,64 @@ use support::{pid_after, Cluster, TempPath};
 
 const PERIOD: u64 = 200;
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn status(master: u32) -> dispatch::ClusterStatus {
+    use dispatch::admin::{discover, Request, Response};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let found = discover()
+            .expect("discover")
+            .select(Some(&master.to_string()))
+            .expect("our cluster");
+        match found.request(Request::Status { methods: false }).await {
+            Ok(Response::Status(status)) => status,
+            other => panic!("status: {other:?}"),
+        }
+    })
+}
+
+/// The address from the master's `metrics on http://ADDR/metrics` line.
+fn metrics_addr(cluster: &Cluster) -> String {
+    let log = cluster.stderr();
+    let at = log.find("metrics on http://").expect("the line") + "metrics on http://".len();
+    log[at..].split('/').next().expect("an address").to_owned()
+}
+
+/// `GET /metrics`: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: */*\r\n\r\n")
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .expect("a complete response")
+}
+
+/// The value of the sample `name` exactly as written (labels included), if present.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn fixture() -> &'static str {
     env!("CARGO_BIN_EXE_dispatch-schedules-fixture")
 }
@@ -55,6 +113,7 @@ fn one_worker_ticks_run_once_through_a_reload_and_a_library_kill() {
     cluster.signal(Signal::SIGHUP);
     cluster.await_log("reload complete", 1, Duration::from_secs(60));
     let reloaded = started.elapsed();
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
     // The Library SIGKILLed; the master restarts it.
     let library = pid_after(&cluster.stderr(), "started the library").expect("the library's pid");
     kill(Pid::from_raw(library), Signal::SIGKILL).expect("kill the library");
@@ -62,6 +121,9 @@ fn one_worker_ticks_run_once_through_a_reload_and_a_library_kill() {
     let killed = started.elapsed();
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
     let run_for = started.elapsed();
+    // What operators see: `dispatchctl status --schedules` and the Prometheus counters.
+    let status = status(cluster.pid());
+    let body = scrape(&metrics_addr(&cluster));
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(60));
     run.assert_success();
@@ -93,6 +155,50 @@ fn one_worker_ticks_run_once_through_a_reload_and_a_library_kill() {
         lib.len(),
         dup_lib.len(),
         missing(&lib).len(),
+    );
+    for s in &status.schedules {
+        println!(
+            "measured: status of `{}` ({}, {}): {} runs, {} failed, {} skipped, {} missed, last \
+             run {:?}, next in {:?} ms",
+            s.name,
+            s.trigger,
+            s.target,
+            s.runs,
+            s.failures,
+            s.skips,
+            s.missed,
+            s.last_run,
+            s.next_run_ms.map(|n| n as i64 - now_ms() as i64)
+        );
+    }
+    let names: BTreeSet<&str> = status.schedules.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["all", "lib", "one"]));
+    for s in &status.schedules {
+        assert!(s.runs >= 30, "{s:?}");
+        let last = s.last_run.as_ref().expect("a last run");
+        assert!(
+            last.error.is_none() && last.process.contains("pid"),
+            "{s:?}"
+        );
+        assert!(
+            s.next_run_ms.is_some_and(|n| n + 1_000 >= now_ms()),
+            "{s:?}"
+        );
+    }
+    let one_status = status
+        .schedules
+        .iter()
+        .find(|s| s.name == "one")
+        .expect("one");
+    let runs_metric = sample(&body, "dispatch_schedule_runs_total{schedule=\"one\"}");
+    println!("measured: dispatch_schedule_runs_total{{schedule=\"one\"}} = {runs_metric:?}");
+    assert!(
+        runs_metric.is_some_and(|n| n >= one_status.runs as f64 - 1.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("dispatch_schedule_skips_total{schedule=\"one\",reason=\"missed\"} 0"),
+        "{body}"
     );
     assert!(one.len() >= 30, "too few ticks ran: {}", one.len());
     assert!(twice.is_empty(), "one-worker ticks run twice: {twice:?}");
