@@ -126,6 +126,40 @@ fn a_fleet_wide_schedule_runs_each_tick_on_one_host_and_survives_its_host() {
     assert!(per_host.len() >= 2, "one host ran every tick: {per_host:?}");
 }
 
+#[test]
+fn a_host_that_loses_the_fleets_redis_stops_claiming_ticks() {
+    let mut redis = RedisServer::start();
+    let out = TempPath::new("dispatch-fleet-lost");
+    let cluster = Cluster::start_bin(
+        fixture(),
+        &["fleet", &out.as_str(), &redis.url(), "host-alone"],
+        &[],
+    );
+    cluster.await_log("cluster ready", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    redis.kill();
+    let killed_ms = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.await_log("cannot reach the fleet's Redis", 1, Duration::from_secs(30));
+    cluster.signal(nix::sys::signal::Signal::SIGTERM);
+    let run = cluster.wait(Duration::from_secs(60));
+    run.assert_success();
+    let by_tick = runs(&std::fs::read_to_string(&out.0).unwrap_or_default());
+    let before = by_tick.range(..killed_ms).count();
+    // A claim sent just before the kill may still be answered: one period of margin.
+    let after: Vec<&u64> = by_tick
+        .range(killed_ms + PERIOD..)
+        .map(|(t, _)| t)
+        .collect();
+    println!(
+        "measured: {before} ticks run before Redis was killed, {} in the 4 s after (claims \
+         refused: the host runs no fleet-wide tick it could not claim)",
+        after.len()
+    );
+    assert!(before >= 3, "too few ticks before the kill: {before}");
+    assert!(after.is_empty(), "ticks ran without a claim: {after:?}");
+}
+
 // ---- fleet singleton -------------------------------------------------------------------------
 
 /// The fixture's singleton lease.

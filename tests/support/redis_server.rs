@@ -78,12 +78,19 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
+impl RedisServer {
+    /// Kills the server at once (SIGKILL): connections drop without a goodbye.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
