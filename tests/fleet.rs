@@ -67,7 +67,7 @@ fn a_fleet_wide_schedule_runs_each_tick_on_one_host_and_survives_its_host() {
     std::thread::sleep(Duration::from_secs(10));
     // The host that ran the latest tick: it holds that tick's claim.
     let record = std::fs::read_to_string(&out.0).expect("the record file");
-    let (last_tick, holders) = runs(&record).into_iter().last().expect("ticks ran");
+    let (last_tick, holders) = runs(&record).into_iter().next_back().expect("ticks ran");
     let victim = holders[0].clone();
     let killed_ms = now_ms();
     let cluster = hosts.remove(&victim).expect("the victim");
@@ -84,7 +84,7 @@ fn a_fleet_wide_schedule_runs_each_tick_on_one_host_and_survives_its_host() {
     let twice: Vec<_> = by_tick.iter().filter(|(_, h)| h.len() > 1).collect();
     let (first, last) = (
         *by_tick.keys().next().expect("ticks"),
-        *by_tick.keys().last().expect("ticks"),
+        *by_tick.keys().next_back().expect("ticks"),
     );
     let missing: Vec<u64> = (first / PERIOD..=last / PERIOD)
         .map(|k| k * PERIOD)

@@ -93,7 +93,7 @@ fn runs(record: &str, name: &str) -> BTreeMap<u64, Vec<String>> {
 
 /// The ticks of the 200 ms grid from the first to the last recorded one that no run recorded.
 fn missing(by_tick: &BTreeMap<u64, Vec<String>>) -> Vec<u64> {
-    let (Some(first), Some(last)) = (by_tick.keys().next(), by_tick.keys().last()) else {
+    let (Some(first), Some(last)) = (by_tick.keys().next(), by_tick.keys().next_back()) else {
         return Vec::new();
     };
     (first / PERIOD..=last / PERIOD)

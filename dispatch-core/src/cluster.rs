@@ -411,41 +411,40 @@ impl Cluster {
     /// that gets it runs it. A host that cannot reach Redis claims nothing (and logs it).
     /// Clusters of one fleet must have the same [`name`](Cluster::name) (the keys carry it).
     pub fn fleet(mut self, url: impl Into<String>) -> Self {
-        let fleet = self
-            .settings
+        self.fleet_mut().url = url.into();
+        self
+    }
+
+    /// The fleet's settings, created empty (no URL yet) by the first fleet setter called.
+    fn fleet_mut(&mut self) -> &mut crate::settings::FleetSettings {
+        self.settings
             .fleet
             .get_or_insert_with(|| crate::settings::FleetSettings {
                 url: String::new(),
                 host: None,
                 lease: Duration::from_secs(10),
                 singletons: Vec::new(),
-            });
-        fleet.url = url.into();
-        self
+            })
     }
 
     /// This host's name in the fleet (see [`Cluster::fleet`]). Default: the hostname and the
     /// master's pid.
     pub fn fleet_host(mut self, host: impl Into<String>) -> Self {
-        if let Some(fleet) = &mut self.settings.fleet {
-            fleet.host = Some(host.into());
-        }
+        self.fleet_mut().host = Some(host.into());
         self
     }
 
     /// How long a fleet-wide tick's claim is kept in Redis, at least (also at least two
     /// periods of the schedule): longer than any skew between the hosts' clocks. Default 10 s.
     pub fn fleet_lease(mut self, lease: Duration) -> Self {
-        if let Some(fleet) = &mut self.settings.fleet {
-            fleet.lease = lease.max(Duration::from_millis(100));
-        }
+        self.fleet_mut().lease = lease.max(Duration::from_millis(100));
         self
     }
 
     /// Makes the hosted service `service` (its name as the Library lists it: `weather`) a
     /// fleet singleton: active in one host's Library of the fleet at a time, the leader
-    /// elected by a renewed lease in the fleet's Redis (see [`Cluster::fleet`]; call that
-    /// first). On the other hosts the service is on standby: calls fail with
+    /// elected by a renewed lease in the fleet's Redis (see [`Cluster::fleet`]: call that
+    /// too: without it the Library refuses to start). On the other hosts the service is on standby: calls fail with
     /// [`Error::NotLeader`](crate::Error::NotLeader) or wait to lead, as `standby` says. When
     /// the leader's host dies, another takes over once its lease ([`Cluster::fleet_lease`])
     /// runs out; a Library that stops gives its lease up at once. `dispatchctl status` shows
@@ -455,13 +454,12 @@ impl Cluster {
         service: impl Into<String>,
         standby: crate::schedule::Standby,
     ) -> Self {
-        if let Some(fleet) = &mut self.settings.fleet {
-            let service = service.into();
-            fleet.singletons.retain(|(s, _)| *s != service);
-            fleet
-                .singletons
-                .push((service, standby == crate::schedule::Standby::Wait));
-        }
+        let fleet = self.fleet_mut();
+        let service = service.into();
+        fleet.singletons.retain(|(s, _)| *s != service);
+        fleet
+            .singletons
+            .push((service, standby == crate::schedule::Standby::Wait));
         self
     }
 

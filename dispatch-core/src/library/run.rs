@@ -108,6 +108,12 @@ fn lead_singletons(services: &mut Services, link: &MasterLink) -> Result<Elector
     let Some(fleet) = settings.fleet.as_ref().filter(|f| !f.singletons.is_empty()) else {
         return Ok(Default::default());
     };
+    if fleet.url.is_empty() {
+        return Err(format!(
+            "fleet singletons ({}) need the fleet's Redis: call Cluster::fleet(url)",
+            fleet.singletons.len()
+        ));
+    }
     #[cfg(feature = "redis")]
     {
         let mut electors = Vec::new();

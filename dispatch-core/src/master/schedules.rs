@@ -11,13 +11,11 @@ use crate::wire::{TaskOrder, TaskReport, ToChild};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-/// A tick that found no process to run it, waiting for one until its deadline.
+/// A tick that found no process to run it, waiting for one until the schedule's next tick.
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     tick: u64,
-    deadline: Instant,
 }
 
 /// A run going now.
@@ -161,7 +159,11 @@ impl Master {
     /// Sets the timer of `index`'s first tick after `after_ms`.
     fn arm(&mut self, index: usize, after_ms: u64) {
         let sched = &mut self.schedules.list[index];
-        let next = sched.clock.next_after(after_ms.max(now_ms()));
+        // A tick's timer fires up to `jitter` late on purpose: that much is not a delay.
+        let jitter = u64::try_from(sched.spec.jitter.as_millis()).unwrap_or(u64::MAX);
+        let next = sched
+            .clock
+            .next_after(after_ms.max(now_ms().saturating_sub(jitter)));
         sched.next = next;
         if let Some(tick) = next {
             let delay = Duration::from_millis(tick.saturating_sub(now_ms()))
@@ -175,7 +177,23 @@ impl Master {
         if index >= self.schedules.list.len() {
             return;
         }
+        let expected = self.schedules.list[index].clock.next_after(tick);
         self.arm(index, tick);
+        // The event loop was held up past whole periods (a stalled machine): those ticks were
+        // not dispatched; say so and count them as missed.
+        let sched = &mut self.schedules.list[index];
+        if let (Some(expected), Some(next), Clock::Every(every)) =
+            (expected, sched.next, &sched.clock)
+        {
+            let lost = next.saturating_sub(expected) / every;
+            if lost > 0 {
+                sched.missed += lost;
+                tracing::warn!(
+                    schedule = %sched.spec.name,
+                    "{lost} tick(s) missed: the master's event loop was held up"
+                );
+            }
+        }
         self.tick_due(index, tick);
     }
 
@@ -184,7 +202,7 @@ impl Master {
     fn tick_due(&mut self, index: usize, tick: u64) {
         self.expire_waiting(index);
         let sched = &mut self.schedules.list[index];
-        if sched.spec.overlap == Overlap::Skip && (sched.running > 0 || !sched.waiting.is_empty()) {
+        if sched.spec.overlap == Overlap::Skip && sched.running > 0 {
             sched.skips += 1;
             tracing::info!(schedule = %sched.spec.name, tick, "tick skipped: the previous run is still going");
             return;
@@ -200,7 +218,7 @@ impl Master {
     /// [`Claimed`]. Without a fleet configured, the tick runs here.
     fn claim(&mut self, index: usize, tick: u64) {
         #[cfg(feature = "redis")]
-        if let Some(fleet) = &self.schedules.fleet {
+        if let Some(fleet) = self.schedules.fleet.as_ref().filter(|f| !f.url.is_empty()) {
             let sched = &self.schedules.list[index];
             // The claim outlives the tick by the lease and by two periods, whichever is longer:
             // a host whose clock is late reaches the same key while it still exists.
@@ -304,13 +322,12 @@ impl Master {
         let chosen = self.candidates(target);
         if chosen.is_empty() {
             let sched = &mut self.schedules.list[index];
-            let deadline = Instant::now() + sched.clock.period_after(tick);
             tracing::info!(
                 schedule = %sched.spec.name,
                 tick,
                 "no process can run this tick now (restarting?): it waits for one until the next tick"
             );
-            sched.waiting.push(Waiting { tick, deadline });
+            sched.waiting.push(Waiting { tick });
             return;
         }
         for (pid, kind) in chosen {
@@ -340,13 +357,10 @@ impl Master {
         }
     }
 
-    /// Ticks that waited past their deadline are missed.
+    /// A new tick is due: the ticks still waiting for a process are missed.
     fn expire_waiting(&mut self, index: usize) {
-        let now = Instant::now();
         let sched = &mut self.schedules.list[index];
-        let before = sched.waiting.len();
-        sched.waiting.retain(|w| w.deadline > now);
-        let expired = (before - sched.waiting.len()) as u64;
+        let expired = std::mem::take(&mut sched.waiting).len() as u64;
         if expired > 0 {
             sched.missed += expired;
             tracing::warn!(
@@ -359,7 +373,6 @@ impl Master {
     /// A process became ready: ticks waiting for one run now.
     pub(super) fn on_schedule_target_ready(&mut self) {
         for index in 0..self.schedules.list.len() {
-            self.expire_waiting(index);
             let waiting = std::mem::take(&mut self.schedules.list[index].waiting);
             for w in waiting {
                 if self
