@@ -220,3 +220,88 @@ fn one_worker_ticks_run_once_through_a_reload_and_a_library_kill() {
     );
     assert!(dup_lib.is_empty(), "library ticks run twice: {dup_lib:?}");
 }
+
+/// `tick -> ms late` of schedule `name`.
+fn lateness(record: &str, name: &str) -> Vec<(u64, u64)> {
+    record
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(name)).then_some(())?;
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn options_overlap_timeout_panic_cron_immediate_and_jitter() {
+    let out = TempPath::new("dispatch-schedules-options");
+    let cluster = Cluster::start_bin(fixture(), &["options", &out.as_str()], &[]);
+    cluster.await_log("cluster ready", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    let status = status(cluster.pid());
+    cluster.signal(Signal::SIGTERM);
+    cluster.wait(Duration::from_secs(60)).assert_success();
+    let record = std::fs::read_to_string(&out.0).expect("the record file");
+    let of = |name: &str| {
+        status
+            .schedules
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no schedule {name}"))
+    };
+    for s in &status.schedules {
+        println!(
+            "measured: `{}` {}: {} runs, {} failed, {} skipped, {} missed, {} going, last {:?}",
+            s.name, s.trigger, s.runs, s.failures, s.skips, s.missed, s.running, s.last_run
+        );
+    }
+    // Skip: a 500 ms run every 200 ms leaves out the ticks that fall while it goes.
+    let slow = of("slow");
+    assert!(slow.runs >= 3 && slow.skips >= slow.runs, "{slow:?}");
+    // Allow: every tick runs, overlapping.
+    let allow = of("allow");
+    assert!(
+        allow.skips == 0 && allow.runs >= 15 && allow.running >= 2,
+        "{allow:?}"
+    );
+    // Timeout: every run cancelled after 100 ms and counted failed.
+    let timeout = of("timeout");
+    let last = timeout.last_run.as_ref().expect("a timed-out run");
+    assert!(
+        last.error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{timeout:?}"
+    );
+    assert!(
+        timeout.failures >= 10 && timeout.failures + 1 >= timeout.runs,
+        "{timeout:?}"
+    );
+    // Panic: a failed run, the process lives on.
+    let panics = of("panics");
+    assert!(
+        panics.failures >= 10
+            && panics.last_run.as_ref().and_then(|l| l.error.as_deref()) == Some("panicked"),
+        "{panics:?}"
+    );
+    // Cron in a time zone, seconds field: whole seconds, once per worker per tick.
+    let cron = runs(&record, "cron");
+    assert!(cron.len() >= 3, "{cron:?}");
+    assert!(cron.keys().all(|t| t % 1000 == 0), "{cron:?}");
+    assert!(cron.values().all(|w| w.len() <= 2), "{cron:?}");
+    // Immediate: one run at start of an hourly schedule.
+    assert_eq!(of("once").runs, 1);
+    assert_eq!(runs(&record, "once").len(), 1);
+    // Jitter: each run up to 300 ms after its tick (plus scheduling delay), ticks on the grid.
+    let jitter = lateness(&record, "jitter");
+    let worst = jitter.iter().map(|(_, late)| *late).max().unwrap_or(0);
+    let spread: BTreeSet<u64> = jitter.iter().map(|(_, late)| late / 50).collect();
+    println!("measured: jitter 300 ms: {} runs, latest {worst} ms after its tick, {} distinct 50 ms bins", jitter.len(), spread.len());
+    assert!(jitter.len() >= 8, "{jitter:?}");
+    assert!(jitter.iter().all(|(t, _)| t % 400 == 0), "{jitter:?}");
+    assert!(worst < 300 + 2_000, "a jittered run came {worst} ms late");
+    assert!(spread.len() >= 2, "no jitter seen: {jitter:?}");
+    let ticks: BTreeSet<u64> = jitter.iter().map(|(t, _)| *t).collect();
+    assert_eq!(ticks.len(), jitter.len(), "a jittered tick ran twice");
+}

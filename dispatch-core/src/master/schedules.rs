@@ -12,6 +12,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The most runs of one schedule going at once (with `Overlap::Allow`, or every worker's run
+/// of an every-worker tick): past it a tick is skipped, counted and logged, so that a task that
+/// never ends cannot grow the master's records (or a child's tasks) without bound.
+const MAX_RUNNING: u64 = 1024;
+
 /// A tick that found no process to run it, waiting for one until the schedule's next tick.
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
@@ -202,6 +207,15 @@ impl Master {
     fn tick_due(&mut self, index: usize, tick: u64) {
         self.expire_waiting(index);
         let sched = &mut self.schedules.list[index];
+        if sched.running >= MAX_RUNNING {
+            sched.skips += 1;
+            tracing::warn!(
+                schedule = %sched.spec.name,
+                tick,
+                "tick skipped: {MAX_RUNNING} runs of this schedule are still going (give it a timeout)"
+            );
+            return;
+        }
         if sched.spec.overlap == Overlap::Skip && sched.running > 0 {
             sched.skips += 1;
             tracing::info!(schedule = %sched.spec.name, tick, "tick skipped: the previous run is still going");
