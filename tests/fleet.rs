@@ -166,7 +166,7 @@ fn a_host_that_loses_the_fleets_redis_stops_claiming_ticks() {
 const SINGLETON_LEASE: Duration = Duration::from_secs(1);
 
 fn start_singleton(url: &str, host: &str) -> Cluster {
-    Cluster::start_bin(fixture(), &["singleton", "-", url, host], &[])
+    Cluster::start_bin(fixture(), &["singleton", "fail", url, host], &[])
 }
 
 /// Whether `master`'s Library serves the singleton now (`None`: no answer).
@@ -281,6 +281,47 @@ fn a_fleet_singleton_is_active_on_one_host_and_fails_over_50_times() {
     // Bound: the lease after the last renewal, a tenth of it for the standby to try, and the
     // status polling; wide for a busy machine.
     assert!(worst < SINGLETON_LEASE * 10, "a takeover took {worst:?}");
+    for (_, c) in hosts {
+        c.signal(nix::sys::signal::Signal::SIGTERM);
+        c.wait(Duration::from_secs(60)).assert_success();
+    }
+}
+
+#[test]
+fn with_standby_wait_a_call_waits_for_leadership() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut hosts: BTreeMap<String, Cluster> = ["w0", "w1"]
+        .iter()
+        .map(|h| {
+            let c = Cluster::start_bin(fixture(), &["singleton", "wait", &url, h], &[]);
+            c.await_log("cluster ready", 1, Duration::from_secs(60));
+            (h.to_string(), c)
+        })
+        .collect();
+    let (leader, _) = await_one_leader(&runtime, &hosts, Duration::from_secs(30));
+    let standby = hosts
+        .keys()
+        .find(|h| **h != leader)
+        .expect("a standby")
+        .clone();
+    // The standby's calls wait (here past their 3 s deadline), never NotLeader.
+    hosts[&standby].await_stdout("RESULT deadline", 1, Duration::from_secs(30));
+    assert!(!hosts[&standby].stdout().contains("not_leader"));
+    assert!(!hosts[&standby].stdout().contains("RESULT served"));
+    let killed = Instant::now();
+    let victim = hosts.remove(&leader).expect("the leader");
+    assert!(victim.kill_master(Duration::from_secs(10)).is_some());
+    hosts[&standby].await_stdout("RESULT served", 1, Duration::from_secs(30));
+    println!(
+        "measured: Standby::Wait: the standby's calls waited (deadline), then were served {:?} \
+         after the leader's SIGKILL (lease {SINGLETON_LEASE:?})",
+        killed.elapsed()
+    );
     for (_, c) in hosts {
         c.signal(nix::sys::signal::Signal::SIGTERM);
         c.wait(Duration::from_secs(60)).assert_success();

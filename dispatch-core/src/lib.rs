@@ -40,7 +40,11 @@
 //!    operators on `admin.sock`. A process that exits non-zero or is killed is restarted (at once,
 //!    then with backoff); too many crashes in a window stop the cluster. When the Library is
 //!    restarted, every Agent reconnects by itself; a call that was in flight fails with
-//!    `LibraryRestarted`, a call made meanwhile waits up to its deadline.
+//!    `LibraryRestarted`, a call made meanwhile waits up to its deadline. The master also keeps
+//!    the schedules' clock (`schedule/`): it names each tick, sends it once to the Library, one
+//!    worker or every worker over the control socket, and records how it went; with a fleet (hosts
+//!    sharing a Redis) each tick of a fleet-wide schedule is claimed in Redis by one master, and a
+//!    fleet singleton service is served by the one Library holding its lease.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout.
 //! 6. **Shutdown.** SIGTERM (or SIGINT, SIGQUIT) asks the workers to stop (the application
