@@ -11,7 +11,7 @@ mod redis_server;
 mod support;
 
 use redis_server::RedisServer;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{Cluster, TempPath};
 
@@ -32,10 +32,15 @@ fn now_ms() -> u64 {
 
 /// `tick -> hosts` of the fleet schedule.
 fn runs(record: &str) -> BTreeMap<u64, Vec<String>> {
+    runs_of(record, "fleet")
+}
+
+/// `tick -> hosts` of schedule `name`.
+fn runs_of(record: &str, name: &str) -> BTreeMap<u64, Vec<String>> {
     let mut by_tick: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for line in record.lines() {
         let mut parts = line.split_whitespace();
-        if parts.next() != Some("fleet") {
+        if parts.next() != Some(name) {
             continue;
         }
         let tick: u64 = parts.next().and_then(|t| t.parse().ok()).expect("a tick");
@@ -326,4 +331,65 @@ fn with_standby_wait_a_call_waits_for_leadership() {
         c.signal(nix::sys::signal::Signal::SIGTERM);
         c.wait(Duration::from_secs(60)).assert_success();
     }
+}
+
+#[test]
+fn catch_up_runs_the_latest_missed_tick_once_and_only_when_asked() {
+    let redis = RedisServer::start();
+    let out = TempPath::new("dispatch-fleet-catchup");
+    let args = ["catchup", &out.as_str(), &redis.url(), "host-x"].map(str::to_owned);
+    let start = || {
+        let c = Cluster::start_bin(
+            fixture(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+        );
+        c.await_log("cluster ready", 1, Duration::from_secs(60));
+        c
+    };
+    let first = start();
+    std::thread::sleep(Duration::from_millis(2500));
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.wait(Duration::from_secs(60)).assert_success();
+    let stopped_ms = now_ms();
+    // The whole "fleet" is down for more than two ticks.
+    std::thread::sleep(Duration::from_millis(2600));
+    let restart_ms = now_ms();
+    let second = start();
+    let ready_ms = now_ms();
+    std::thread::sleep(Duration::from_millis(1500));
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    second.wait(Duration::from_secs(60)).assert_success();
+
+    let record = std::fs::read_to_string(&out.0).expect("the record file");
+    let caught = runs_of(&record, "caught");
+    let plain = runs_of(&record, "plain");
+    let after = |r: &BTreeMap<u64, Vec<String>>| -> BTreeSet<u64> {
+        r.keys().copied().filter(|t| *t > stopped_ms).collect()
+    };
+    // What catch_up added: the ticks `caught` ran after the stop that `plain` did not.
+    let extra: Vec<u64> = after(&caught).difference(&after(&plain)).copied().collect();
+    let plain_replayed: Vec<u64> = after(&plain)
+        .into_iter()
+        .filter(|t| *t <= restart_ms)
+        .collect();
+    println!(
+        "measured: down {} ms (ticks every 1 s); catch_up ran {extra:?} (restart at {restart_ms}, \
+         ready by {ready_ms}); without catch_up replayed {plain_replayed:?}",
+        restart_ms - stopped_ms,
+    );
+    assert!(caught.values().all(|h| h.len() == 1) && plain.values().all(|h| h.len() == 1));
+    assert!(
+        plain_replayed.is_empty(),
+        "a tick missed while down was replayed without catch_up"
+    );
+    assert_eq!(
+        extra.len(),
+        1,
+        "catch_up ran {extra:?}: want the latest missed tick, once"
+    );
+    assert!(
+        extra[0] <= ready_ms && extra[0] + 1000 > restart_ms,
+        "catch_up ran {extra:?}, not the latest tick before the start"
+    );
 }

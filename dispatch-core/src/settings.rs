@@ -367,6 +367,10 @@ pub(crate) struct ScheduleSpec {
     pub(crate) overlap: Overlap,
     /// Once per fleet (hosts sharing the fleet's Redis) rather than once per host.
     pub(crate) fleet: bool,
+    /// At start, run the latest tick missed while no host ran the schedule (fleet-wide
+    /// schedules: the fleet's Redis remembers the last tick run).
+    #[serde(default)]
+    pub(crate) catch_up: bool,
 }
 
 /// The fleet: hosts (one master each) sharing one Redis (issue 17).

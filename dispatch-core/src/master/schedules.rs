@@ -153,6 +153,10 @@ impl Master {
                 if let Some(tick) = sched.clock.current(now) {
                     self.tick_due(index, tick);
                 }
+            } else if sched.spec.catch_up {
+                if let Some(tick) = sched.clock.current(now) {
+                    self.catch_up(index, tick);
+                }
             }
             self.arm(index, now);
         }
@@ -251,6 +255,32 @@ impl Master {
             "fleet-wide schedule without a fleet (Cluster::fleet, feature `redis`): runs on this host"
         );
         self.dispatch(index, tick);
+    }
+
+    /// Runs `tick` (the latest before the start) if the fleet's Redis says it is later than
+    /// the schedule's last tick run: through the ordinary claim, so once in the fleet.
+    fn catch_up(&mut self, index: usize, tick: u64) {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.schedules.fleet.as_ref().filter(|f| !f.url.is_empty()) {
+            let sched = &self.schedules.list[index];
+            if sched.spec.fleet {
+                let hold = fleet.lease.max(sched.clock.period_after(tick) * 2);
+                fleet.catch_up(
+                    index,
+                    tick,
+                    &sched.spec.name,
+                    hold,
+                    self.schedules.claims_tx.clone(),
+                );
+                return;
+            }
+        }
+        let _ = tick;
+        tracing::warn!(
+            schedule = %self.schedules.list[index].spec.name,
+            "catch_up needs a fleet-wide schedule and Cluster::fleet (the fleet's Redis remembers \
+             the last tick): ignored"
+        );
     }
 
     /// A fleet claim was answered.
@@ -537,19 +567,60 @@ impl Fleet {
         hold: Duration,
         answer: mpsc::UnboundedSender<Claimed>,
     ) {
-        let key = crate::schedule::lease::tick_key(&self.cluster, schedule, tick);
+        self.claim_with(index, tick, schedule, hold, answer, false);
+    }
+
+    /// [`Fleet::claim`] for a catch-up at start: only when the remembered last tick is older.
+    fn catch_up(
+        &self,
+        index: usize,
+        tick: u64,
+        schedule: &str,
+        hold: Duration,
+        answer: mpsc::UnboundedSender<Claimed>,
+    ) {
+        self.claim_with(index, tick, schedule, hold, answer, true);
+    }
+
+    fn claim_with(
+        &self,
+        index: usize,
+        tick: u64,
+        schedule: &str,
+        hold: Duration,
+        answer: mpsc::UnboundedSender<Claimed>,
+        only_if_missed: bool,
+    ) {
+        use crate::schedule::lease;
+        let key = lease::tick_key(&self.cluster, schedule, tick);
+        let last = lease::last_key(&self.cluster, schedule);
         let (url, host, conn) = (self.url.clone(), self.host.clone(), self.conn.clone());
         let limit = self.lease.min(Duration::from_secs(2));
         tokio::spawn(async move {
             let attempt = async {
                 let mut guard = conn.lock().await;
                 if guard.is_none() {
-                    *guard = Some(crate::schedule::lease::connect(&url, limit).await?);
+                    *guard = Some(lease::connect(&url, limit).await?);
                 }
                 let Some(c) = guard.as_mut() else {
                     return Err("no connection".to_owned());
                 };
-                let result = crate::schedule::lease::claim_tick(c, &key, &host, hold).await;
+                let result = async {
+                    if only_if_missed {
+                        match lease::last_tick(c, &last).await? {
+                            Some(done) if done >= tick => return Ok(false),
+                            // Never run in this fleet: nothing was missed.
+                            None => return Ok(false),
+                            Some(_) => {}
+                        }
+                    }
+                    let won = lease::claim_tick(c, &key, &host, hold).await?;
+                    if won {
+                        lease::remember_tick(c, &last, tick).await?;
+                    }
+                    Ok::<bool, redis::RedisError>(won)
+                }
+                .await;
                 if result.is_err() {
                     *guard = None;
                 }

@@ -60,6 +60,39 @@ pub(crate) async fn claim_tick(
     Ok(set.is_some())
 }
 
+const RAISE: &str = "local v = tonumber(redis.call('get', KEYS[1])) \
+                     if v == nil or v < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]) end \
+                     return 1";
+
+/// The key remembering a schedule's last tick run in the fleet.
+pub(crate) fn last_key(cluster: &str, schedule: &str) -> String {
+    format!("dispatch:{cluster}:last:{schedule}")
+}
+
+/// Raises the remembered last tick of a schedule to `tick` (never lowers it).
+pub(crate) async fn remember_tick(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    tick: u64,
+) -> redis::RedisResult<()> {
+    redis::cmd("EVAL")
+        .arg(RAISE)
+        .arg(1)
+        .arg(key)
+        .arg(tick)
+        .query_async::<i64>(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The remembered last tick of a schedule.
+pub(crate) async fn last_tick(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<Option<u64>> {
+    redis::cmd("GET").arg(key).query_async(conn).await
+}
+
 /// A leader lease on one key, for one holder.
 #[derive(Debug)]
 pub(crate) struct Lease {

@@ -20,7 +20,8 @@
 //!   restarting, the tick waits, and runs when one is ready again, unless the next tick comes
 //!   first: then it is counted as missed.
 //! - A tick falling while the whole cluster is down is not replayed: there is no master to
-//!   remember it.
+//!   remember it. A fleet-wide schedule may ask for [`Schedule::catch_up`]: the fleet's Redis
+//!   remembers its last tick, and at start the latest missed tick runs once.
 //! - With [`Overlap::Skip`] (the default) a tick whose previous run still goes is skipped and
 //!   counted; [`Overlap::Allow`] runs both.
 //!
@@ -185,6 +186,7 @@ impl Schedule {
                 timeout: None,
                 overlap: Overlap::Skip,
                 fleet: false,
+                catch_up: false,
             },
             task: Arc::new(move |_| {
                 let name = missing.clone();
@@ -284,6 +286,17 @@ impl Schedule {
     /// [`Cluster::fleet`](crate::Cluster::fleet)'s Redis), rather than on every host.
     pub fn fleet_wide(mut self) -> Self {
         self.spec.fleet = true;
+        self
+    }
+
+    /// At start, run the latest tick that fell while no host of the fleet was running the
+    /// schedule (the whole fleet down), once, rather than wait for the next tick; the ticks
+    /// before it are not replayed. Needs a [`fleet_wide`](Schedule::fleet_wide) schedule and
+    /// [`Cluster::fleet`](crate::Cluster::fleet): the fleet's Redis remembers the last tick run
+    /// (`dispatch:{cluster}:last:{schedule}`); elsewhere it is ignored, with a warning. Default
+    /// off: a tick missed while the cluster was down is not replayed.
+    pub fn catch_up(mut self, on: bool) -> Self {
+        self.spec.catch_up = on;
         self
     }
 
