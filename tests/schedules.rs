@@ -201,6 +201,15 @@ fn one_worker_ticks_run_once_through_a_reload_and_a_library_kill() {
         "{body}"
     );
     assert!(one.len() >= 30, "too few ticks ran: {}", one.len());
+    let spread: BTreeSet<&String> = one.values().flatten().collect();
+    println!(
+        "measured: one-worker ticks ran on {} distinct worker processes",
+        spread.len()
+    );
+    assert!(
+        spread.len() >= 4,
+        "one-worker ticks not spread over idle workers: {spread:?}"
+    );
     assert!(twice.is_empty(), "one-worker ticks run twice: {twice:?}");
     assert!(missed.is_empty(), "one-worker ticks missed: {missed:?}");
     assert!(

@@ -62,6 +62,9 @@ pub(super) struct Claimed {
 pub(super) struct Schedules {
     list: Vec<Sched>,
     runs: HashMap<u64, Running>,
+    /// Runs given to each live process so far: the tie-break between equally idle workers, so
+    /// that one-worker ticks spread over the workers.
+    given: HashMap<u32, u64>,
     run_seq: u64,
     started: bool,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -109,6 +112,7 @@ impl Schedules {
         Schedules {
             list,
             runs: HashMap::new(),
+            given: HashMap::new(),
             run_seq: 0,
             started: false,
             claims_tx,
@@ -350,7 +354,8 @@ impl Master {
                         .procs
                         .get(&pid)
                         .map_or(0, |p| p.handle.heard().in_flight);
-                    (calls, tasks, pid)
+                    let given = self.schedules.given.get(&pid).copied().unwrap_or(0);
+                    (calls, tasks, given, pid)
                 };
                 eligible(false)
                     .min_by_key(|(pid, _)| busy(*pid))
@@ -386,6 +391,7 @@ impl Master {
                 tick,
                 timeout: sched.spec.timeout,
             };
+            *self.schedules.given.entry(pid).or_default() += 1;
             let process = process_label(kind, pid);
             tracing::debug!(schedule = %sched.spec.name, tick, run, "tick dispatched to {process}");
             self.schedules.runs.insert(
@@ -442,6 +448,7 @@ impl Master {
 
     /// `pid` exited: its runs failed (and are not run again).
     pub(super) fn on_schedule_target_exit(&mut self, pid: u32) {
+        self.schedules.given.remove(&pid);
         let dead: Vec<u64> = self
             .schedules
             .runs

@@ -15,7 +15,8 @@
 //! - A tick is dispatched once. A run whose process dies before it reports is counted as run
 //!   and failed, never run again.
 //! - One worker: the master picks a ready worker that is not being replaced by a reload, the
-//!   least busy by its last heartbeat (fewest calls in flight, then fewest task runs). When no
+//!   least busy by its last heartbeat (fewest calls in flight, then fewest task runs going,
+//!   then fewest runs given so far, so that ticks spread over idle workers). When no
 //!   worker is ready (all restarting), or the target is the Library and the Library is
 //!   restarting, the tick waits, and runs when one is ready again, unless the next tick comes
 //!   first: then it is counted as missed.
