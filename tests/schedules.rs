@@ -302,6 +302,22 @@ fn options_overlap_timeout_panic_cron_immediate_and_jitter() {
     // Immediate: one run at start of an hourly schedule.
     assert_eq!(of("once").runs, 1);
     assert_eq!(runs(&record, "once").len(), 1);
+    // A run whose process dies: run and failed, never run again (the worker is restarted).
+    let dies = of("dies");
+    assert_eq!(
+        runs(&record, "dies").values().map(Vec::len).sum::<usize>(),
+        1
+    );
+    assert!(
+        dies.runs == 1
+            && dies.failures == 1
+            && dies
+                .last_run
+                .as_ref()
+                .and_then(|l| l.error.as_deref())
+                .is_some_and(|e| e.contains("exited during the run")),
+        "{dies:?}"
+    );
     // Jitter: each run up to 300 ms after its tick (plus scheduling delay), ticks on the grid.
     let jitter = lateness(&record, "jitter");
     let worst = jitter.iter().map(|(_, late)| *late).max().unwrap_or(0);
