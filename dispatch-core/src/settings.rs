@@ -319,7 +319,7 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Trigger {
     /// Every `Duration`, aligned to the Unix epoch: ticks fall on multiples of the interval, so
-    /// hosts agree on them (and on their ids) under clock skew below half the interval.
+    /// every host names them the same (a skewed clock fires them late or early).
     Every(Duration),
     /// A cron expression (5 or 6 fields, seconds optional) in an IANA time zone.
     Cron {

@@ -1,6 +1,8 @@
 //! When a schedule's ticks fall. A tick is named by its scheduled wall-clock time, in
-//! milliseconds since the Unix epoch: the same name on every host whose clock is off by less
-//! than half the interval, which is what lets hosts sharing a Redis claim each tick once.
+//! milliseconds since the Unix epoch, a point of the schedule's grid (multiples of the interval,
+//! or the cron expression's times): every host names it the same, however far off its clock,
+//! which is what lets hosts sharing a Redis claim each tick once. A skewed clock only fires
+//! the tick late or early; the claim's key outlives the tick long enough to catch that.
 
 use super::ScheduleError;
 use crate::settings::Trigger;

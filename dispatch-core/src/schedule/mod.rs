@@ -29,8 +29,10 @@
 //! **Fleet-wide** schedules ([`Schedule::fleet_wide`], with [`Cluster::fleet`](crate::Cluster::fleet)):
 //! every master claims each tick in the shared Redis with `SET <key> <host> NX PX <lease>`,
 //! the key naming the schedule and the tick; the one master whose `SET` succeeds runs it. The
-//! tick's name is its scheduled time on the interval's epoch-aligned grid, so hosts agree under
-//! clock skew below half the interval. A host that cannot reach Redis claims nothing (logged,
+//! tick's name is its scheduled time on the schedule's grid (epoch-aligned intervals, cron
+//! times), the same on every host; the claim is kept for the lease and at least two periods, so
+//! a host whose clock is off by less than that fires the tick late or early but finds it
+//! claimed. A host that cannot reach Redis claims nothing (logged,
 //! counted as skips) rather than risk a second run.
 //!
 //! The **code** of a schedule is a closure on the builder: every process runs the same `main`
