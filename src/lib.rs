@@ -90,6 +90,8 @@ pub use dispatch_core::{
     ConfigError, ConfigFormat, ConfigSource, ConfigWatch, SharedConfig, Versioned,
 };
 pub use dispatch_core::{Feed, Overflow, Publisher, RemoteStream};
+// Schedules (issue 17): tasks run by the clock, per host or once per fleet.
+pub use dispatch_core::{Overlap, Schedule, ScheduleError, Standby, Target, TaskContext};
 pub use dispatch_macros::library_service;
 /// Bytes that cross the wire as one block: use it (not `Vec<u8>`) for byte arguments and return
 /// values of service methods and for byte payloads of messages. A `Vec<u8>` is encoded element

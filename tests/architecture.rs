@@ -52,6 +52,8 @@ const CORE_RULES: Rules = Rules {
         ("messenger", 3),
         // streams and keyed subscriptions: frames, the Library's fan-out, Publisher
         ("stream", 3),
+        // schedules (issue 17): builder, clock, a child's runs, the fleet's Redis claims/leases
+        ("schedule", 3),
         // the spans of calls, joined across worker and Library (ids carried in wire::CallRequest)
         ("call_trace", 3),
         // bytes only: codec, framing, data plane, control plane

@@ -424,6 +424,80 @@ impl Cluster {
         self
     }
 
+    /// Declares a schedule (issue 17): a task run by the clock, in the Library, on one worker
+    /// per tick or on every worker, as [`Schedule`](crate::Schedule) says. The master keeps
+    /// the clock, so a tick runs once on the host through worker restarts, rolling reloads and
+    /// Library restarts (the `schedule` module's docs give the rules). Declaring a schedule of
+    /// the same name again replaces it.
+    ///
+    /// Declare schedules the same way in every process (before [`Cluster::run`], not by role):
+    /// the master dispatches each tick by name to a child, which runs its own copy of the code.
+    pub fn schedule(mut self, schedule: crate::schedule::Schedule) -> Self {
+        let crate::schedule::Schedule { spec, task } = schedule;
+        self.settings.schedules.retain(|s| s.name != spec.name);
+        self.hooks.tasks.insert(spec.name.clone(), task);
+        self.settings.schedules.push(spec);
+        self
+    }
+
+    /// Joins this cluster to a fleet: the hosts (one master each) sharing the Redis at `url`.
+    /// A [`fleet_wide`](crate::Schedule::fleet_wide) schedule then runs each tick on one host
+    /// of the fleet only: every master claims the tick in Redis (`SET … NX PX`) and the one
+    /// that gets it runs it. A host that cannot reach Redis claims nothing (and logs it).
+    /// Clusters of one fleet must have the same [`name`](Cluster::name) (the keys carry it).
+    pub fn fleet(mut self, url: impl Into<String>) -> Self {
+        self.fleet_mut().url = url.into();
+        self
+    }
+
+    /// The fleet's settings, created empty (no URL yet) by the first fleet setter called.
+    fn fleet_mut(&mut self) -> &mut crate::settings::FleetSettings {
+        self.settings
+            .fleet
+            .get_or_insert_with(|| crate::settings::FleetSettings {
+                url: String::new(),
+                host: None,
+                lease: Duration::from_secs(10),
+                singletons: Vec::new(),
+            })
+    }
+
+    /// This host's name in the fleet (see [`Cluster::fleet`]). Default: the hostname and the
+    /// master's pid.
+    pub fn fleet_host(mut self, host: impl Into<String>) -> Self {
+        self.fleet_mut().host = Some(host.into());
+        self
+    }
+
+    /// How long a fleet-wide tick's claim is kept in Redis, at least (also at least two
+    /// periods of the schedule): longer than any skew between the hosts' clocks. Default 10 s.
+    pub fn fleet_lease(mut self, lease: Duration) -> Self {
+        self.fleet_mut().lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Makes the hosted service `service` (its name as the Library lists it: `weather`) a
+    /// fleet singleton: active in one host's Library of the fleet at a time, the leader
+    /// elected by a renewed lease in the fleet's Redis (see [`Cluster::fleet`]: call that
+    /// too: without it the Library refuses to start). On the other hosts the service is on standby: calls fail with
+    /// [`Error::NotLeader`](crate::Error::NotLeader) or wait to lead, as `standby` says. When
+    /// the leader's host dies, another takes over once its lease ([`Cluster::fleet_lease`])
+    /// runs out; a Library that stops gives its lease up at once. `dispatchctl status` shows
+    /// who leads.
+    pub fn fleet_singleton(
+        mut self,
+        service: impl Into<String>,
+        standby: crate::schedule::Standby,
+    ) -> Self {
+        let fleet = self.fleet_mut();
+        let service = service.into();
+        fleet.singletons.retain(|(s, _)| *s != service);
+        fleet
+            .singletons
+            .push((service, standby == crate::schedule::Standby::Wait));
+        self
+    }
+
     /// A handle to reload or stop the cluster from another thread of the master.
     pub fn handle(&self) -> ClusterHandle {
         ClusterHandle::new(self.commands.clone())

@@ -26,6 +26,14 @@ pub enum Error<E = Infallible> {
     /// The Library restarted while the call was in flight. The call may or may not have run; it
     /// is never retried for you, because it may have had effects.
     LibraryRestarted,
+    /// The service is a fleet singleton (`Cluster::fleet_singleton`) and this host is on
+    /// standby: another host's Library runs it. Call again later, or on the leader's host.
+    NotLeader {
+        /// The service.
+        service: String,
+        /// The host that leads now, as the fleet's Redis says (`None`: no leader right now).
+        leader: Option<String>,
+    },
     /// No answer came before the call's deadline. The Library stops working on the call.
     DeadlineExceeded {
         /// The time the call was given.
@@ -94,6 +102,11 @@ impl<E> Error<E> {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
     }
+    /// Whether the service is a fleet singleton led by another host.
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, Error::NotLeader { .. })
+    }
+
     /// Whether the Library restarted while the call was in flight.
     pub fn is_library_restarted(&self) -> bool {
         matches!(self, Error::LibraryRestarted)
@@ -149,6 +162,7 @@ impl<E> Error<E> {
         match self {
             Error::Unavailable { reason } => Error::Unavailable { reason },
             Error::LibraryRestarted => Error::LibraryRestarted,
+            Error::NotLeader { service, leader } => Error::NotLeader { service, leader },
             Error::DeadlineExceeded { timeout } => Error::DeadlineExceeded { timeout },
             Error::UnknownService { service } => Error::UnknownService { service },
             Error::UnknownMethod { service, method } => Error::UnknownMethod { service, method },
@@ -167,6 +181,12 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Unavailable { reason } => write!(f, "the library is unavailable: {reason}"),
+            Error::NotLeader { service, leader } => write!(
+                f,
+                "service `{service}` is a fleet singleton and this host is on standby (leader: \
+                 {}): call it on the leader's host, or again later",
+                leader.as_deref().unwrap_or("none right now")
+            ),
             Error::LibraryRestarted => {
                 f.write_str("the library restarted while the call was in flight (it may have run)")
             }
@@ -251,6 +271,13 @@ pub enum RemoteError {
     },
     /// The Library is stopping and takes no new calls.
     ShuttingDown,
+    /// A fleet singleton on a standby host (issue 17).
+    NotLeader {
+        /// The service.
+        service: String,
+        /// The leading host, if any.
+        leader: Option<String>,
+    },
 }
 
 impl<E> From<RemoteError> for Error<E> {
@@ -270,6 +297,7 @@ impl<E> From<RemoteError> for Error<E> {
             RemoteError::ShuttingDown => Error::Unavailable {
                 reason: "the library is shutting down".into(),
             },
+            RemoteError::NotLeader { service, leader } => Error::NotLeader { service, leader },
         }
     }
 }

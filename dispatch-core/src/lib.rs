@@ -47,6 +47,11 @@
 //!    A `#[oneway]` method's caller does not wait for it (the Library acknowledges the call and
 //!    runs it detached, within the connection's in-flight budget); inside the Library, services
 //!    call each other in-process through [`Library`], with no socket.
+//!    The master also keeps the schedules' clock (`schedule/`): it names each tick, sends it
+//!    once to the Library, one worker or every worker over the control socket, and records how
+//!    it went; with a fleet (hosts sharing a Redis) each tick of a fleet-wide schedule is
+//!    claimed in Redis by one master, and a fleet singleton service is served by the one
+//!    Library holding its lease.
 //! 5. **Reload.** SIGHUP replaces one worker at a time: the new one must be ready before the
 //!    old one is asked to stop. Listeners stay open throughout. A **Library handover**
 //!    (`dispatchctl reload --library`, [`ClusterHandle::reload_library`], Library recycling)
@@ -81,6 +86,7 @@
 //! | `master/`, `library/`, `worker/`, `config/` | the three roles, and the host's shared configuration |
 //! | `admin/` | the operator's side: requests, replies, finding a running cluster |
 //! | `process/` | being an OS process of the cluster: role, spawn, descriptors, runtime dir, logs, exit, the child's link to its master |
+//! | `schedule/` | schedules: their builder, clock (interval, cron), a child's runs, and (feature `redis`) the fleet's claims and leases |
 //! | `messenger/` | one-way typed messages between processes |
 //! | `stream/` | streaming methods and keyed subscriptions: the stream connection's frames, the Library's fan-out, [`Publisher`] |
 //! | `wire/` | bytes on sockets: the codec, the framing, the data and control planes |
@@ -98,6 +104,7 @@ mod master;
 mod messenger;
 mod metrics;
 mod process;
+mod schedule;
 mod service;
 mod settings;
 mod stream;
@@ -119,6 +126,7 @@ pub use master::ClusterHandle;
 pub use messenger::{MessageError, Messenger, Received, Subscription, UNCLAIMED_LIMIT};
 pub use metrics::{MethodStats, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use process::{role, Role};
+pub use schedule::{Overlap, Schedule, ScheduleError, Standby, Target, TaskContext};
 pub use service::{
     Feed, Handover, HandoverError, Manifest, ManifestMismatch, Overflow, ServiceManifest,
 };

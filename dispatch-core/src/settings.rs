@@ -98,6 +98,12 @@ pub(crate) struct Settings {
     /// The most workers `scale` may ask for. Default 1024.
     #[serde(default = "default_max_workers")]
     pub(crate) max_workers: usize,
+    /// The schedules (issue 17): the master keeps their clock and dispatches each tick.
+    #[serde(default)]
+    pub(crate) schedules: Vec<ScheduleSpec>,
+    /// The fleet (hosts sharing one Redis) for fleet-wide schedules and singletons (issue 17).
+    #[serde(default)]
+    pub(crate) fleet: Option<FleetSettings>,
 }
 
 fn default_max_workers() -> usize {
@@ -240,6 +246,8 @@ impl Default for Settings {
             test_child_args: None,
             library_max_rss: None,
             library_max_age: None,
+            schedules: Vec::new(),
+            fleet: None,
         }
     }
 }
@@ -403,4 +411,76 @@ mod tests {
         assert_eq!(back.name, s.name);
         assert_eq!(back.restart, s.restart);
     }
+}
+
+/// When a schedule's ticks fall (issue 17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Trigger {
+    /// Every `Duration`, aligned to the Unix epoch: ticks fall on multiples of the interval, so
+    /// every host names them the same (a skewed clock fires them late or early).
+    Every(Duration),
+    /// A cron expression (5 or 6 fields, seconds optional) in an IANA time zone.
+    Cron {
+        /// The expression, as given (checked when the schedule was declared).
+        expr: String,
+        /// The IANA zone name (`UTC`, `Europe/Paris`).
+        zone: String,
+    },
+}
+
+/// Where a schedule's task runs at each tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// In the Library, once per tick (Egg's agent).
+    Library,
+    /// On one worker per tick, chosen by the master: a ready worker that is not being replaced,
+    /// the least busy one (egg-schedule's `type: 'worker'`).
+    OneWorker,
+    /// On every ready worker (egg-schedule's `type: 'all'`).
+    AllWorkers,
+}
+
+/// What a tick does when the previous run of its schedule is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overlap {
+    /// Skip the tick, counted as a skip (the default).
+    Skip,
+    /// Run it anyway, beside the previous run.
+    Allow,
+}
+
+/// A schedule as the master holds it: everything but its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ScheduleSpec {
+    /// Its name: unique in the cluster, the key of its code in every process.
+    pub(crate) name: String,
+    pub(crate) trigger: Trigger,
+    pub(crate) target: Target,
+    /// Run once as soon as the cluster is ready.
+    pub(crate) immediate: bool,
+    /// Each run starts up to this much after its tick (uniformly at random).
+    pub(crate) jitter: Duration,
+    /// A run still going after this fails (and is cancelled).
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) overlap: Overlap,
+    /// Once per fleet (hosts sharing the fleet's Redis) rather than once per host.
+    pub(crate) fleet: bool,
+    /// At start, run the latest tick missed while no host ran the schedule (fleet-wide
+    /// schedules: the fleet's Redis remembers the last tick run).
+    #[serde(default)]
+    pub(crate) catch_up: bool,
+}
+
+/// The fleet: hosts (one master each) sharing one Redis (issue 17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FleetSettings {
+    /// The Redis URL.
+    pub(crate) url: String,
+    /// This host's name in the fleet (default: hostname and master pid).
+    pub(crate) host: Option<String>,
+    /// How long a tick's claim and a leader's lease last without renewal.
+    pub(crate) lease: Duration,
+    /// The fleet-wide singleton services, by name, and whether a call on a standby host waits
+    /// for leadership (up to its deadline) rather than failing with `NotLeader`.
+    pub(crate) singletons: Vec<(String, bool)>,
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dispatchctl list
-//! dispatchctl [--cluster NAME|PID] status [--methods] [--json]
+//! dispatchctl [--cluster NAME|PID] status [--methods] [--schedules] [--json]
 //! dispatchctl [--cluster NAME|PID] reload [--library]
 //! dispatchctl [--cluster NAME|PID] scale N|+K|-K
 //! dispatchctl [--cluster NAME|PID] stop
@@ -19,7 +19,7 @@ use dispatch_core::admin::{discover, Request, Response, Scale};
 use dispatch_core::ClusterStatus;
 
 const USAGE: &str =
-    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--json] | reload [--library] | scale N|+K|-K | stop | upgrade>";
+    "usage: dispatchctl [--cluster NAME|PID] <list | status [--methods] [--schedules] [--json] | reload [--library] | scale N|+K|-K | stop | upgrade>";
 
 fn main() {
     if let Err(e) = run() {
@@ -33,6 +33,7 @@ fn run() -> Result<()> {
     let cluster = take_value(&mut args, "--cluster")?;
     let json = take_flag(&mut args, "--json");
     let methods = take_flag(&mut args, "--methods");
+    let schedules = take_flag(&mut args, "--schedules");
     // `reload --library`: a Library handover instead of a rolling reload of the workers.
     let library = take_flag(&mut args, "--library");
     let (command, count) = match args.as_slice() {
@@ -59,7 +60,10 @@ fn run() -> Result<()> {
         Response::Status(status) if json => {
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
-        Response::Status(status) => print!("{}", render_status(&status, methods)),
+        Response::Status(status) => {
+            print!("{}", render_status(&status, methods));
+            print!("{}", render_fleet(&status, schedules));
+        }
         Response::Done(what) => println!("{} (pid {}): {what}", target.name, target.master_pid),
         Response::Refused(why) => {
             bail!("{} (pid {}) refused: {why}", target.name, target.master_pid)
@@ -231,6 +235,76 @@ fn render_status(status: &ClusterStatus, methods: bool) -> String {
     out
 }
 
+/// The schedules (with `schedules`) and the fleet singletons (whenever there are any).
+fn render_fleet(status: &ClusterStatus, schedules: bool) -> String {
+    let mut out = String::new();
+    if schedules {
+        out.push('\n');
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let rows: Vec<[String; 8]> = status
+            .schedules
+            .iter()
+            .map(|s| {
+                let last = match &s.last_run {
+                    None => "-".to_owned(),
+                    Some(l) => format!(
+                        "{} ago on {}, {}: {}",
+                        duration(now.saturating_sub(l.tick)),
+                        l.process,
+                        duration(l.elapsed_ms),
+                        l.error.as_deref().unwrap_or("ok")
+                    ),
+                };
+                let next = s.next_run_ms.map_or("-".to_owned(), |n| {
+                    format!("in {}", duration(n.saturating_sub(now)))
+                });
+                [
+                    s.name.clone(),
+                    s.trigger.clone(),
+                    format!("{}{}", s.target, if s.fleet { " (fleet)" } else { "" }),
+                    s.runs.to_string(),
+                    s.failures.to_string(),
+                    format!("{}/{}/{}", s.skips, s.missed, s.elsewhere),
+                    next,
+                    last,
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "SCHEDULE",
+                "TRIGGER",
+                "TARGET",
+                "RUNS",
+                "FAILED",
+                "SKIP/MISS/ELSEWHERE",
+                "NEXT",
+                "LAST RUN",
+            ],
+            &rows,
+        );
+    }
+    if !status.singletons.is_empty() {
+        out.push('\n');
+        let rows: Vec<[String; 3]> = status
+            .singletons
+            .iter()
+            .map(|s| {
+                [
+                    s.service.clone(),
+                    if s.active { "active" } else { "standby" }.to_owned(),
+                    s.leader.clone().unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect();
+        table(&mut out, &["SINGLETON", "HERE", "LEADER"], &rows);
+    }
+    out
+}
+
 fn table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
@@ -328,6 +402,8 @@ mod tests {
                 method("slow", 3, 1_310_720, 2_500_000_000),
                 method("never", 0, 0, 0),
             ],
+            schedules: Vec::new(),
+            singletons: Vec::new(),
         };
         let expected = "\
 cluster app (master pid 100, 1 worker, up 1h02m, listening on 127.0.0.1:8080)
@@ -358,6 +434,8 @@ demo.never  0      0       -       -
             workers: 2,
             processes: vec![process("worker", Some(0), 102, true), recycled],
             methods: Vec::new(),
+            schedules: Vec::new(),
+            singletons: Vec::new(),
         };
         let out = render_status(&status, false);
         assert!(

@@ -19,7 +19,7 @@ mod status;
 
 pub use discover::{discover, Discovered, Found};
 pub use scale::{Scale, ScaleError};
-pub use status::{ClusterStatus, ProcessStatus};
+pub use status::{ClusterStatus, LastRun, ProcessStatus, ScheduleStatus, SingletonStatus};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

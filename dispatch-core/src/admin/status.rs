@@ -21,6 +21,66 @@ pub struct ClusterStatus {
     pub processes: Vec<ProcessStatus>,
     /// Per-method metrics from the Library (empty unless asked for, or with metrics off).
     pub methods: Vec<MethodStats>,
+    /// Each schedule: its target, last run and next run, and its counters (issue 17).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleStatus>,
+    /// Each fleet singleton service: whether this host leads it, and who does (issue 17).
+    #[serde(default)]
+    pub singletons: Vec<SingletonStatus>,
+}
+
+/// A fleet singleton service, as this host's Library last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SingletonStatus {
+    /// The service.
+    pub service: String,
+    /// Whether this host's Library serves it now.
+    pub active: bool,
+    /// The leading host, as the fleet's Redis says (`None`: none right now).
+    pub leader: Option<String>,
+}
+
+/// One schedule, as its master sees it (`dispatchctl status --schedules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// Its name.
+    pub name: String,
+    /// `every 200ms` or `cron */5 * * * * * (UTC)`.
+    pub trigger: String,
+    /// `library`, `one-worker` or `all-workers`.
+    pub target: String,
+    /// Once per fleet rather than once per host.
+    pub fleet: bool,
+    /// The next tick, in milliseconds since the Unix epoch.
+    pub next_run_ms: Option<u64>,
+    /// The last run that ended on this host.
+    pub last_run: Option<LastRun>,
+    /// Runs started on this host.
+    pub runs: u64,
+    /// Runs that failed (an error, a panic, a timeout, or the process died mid-run).
+    pub failures: u64,
+    /// Ticks skipped: the previous run still going (with `Overlap::Skip`), or the fleet's Redis
+    /// unreachable.
+    pub skips: u64,
+    /// Ticks that found no process to run them before the next tick.
+    pub missed: u64,
+    /// Fleet-wide ticks that another host claimed.
+    pub elsewhere: u64,
+    /// Runs going now.
+    pub running: u64,
+}
+
+/// How a schedule's last run went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// Its tick (scheduled time, milliseconds since the Unix epoch).
+    pub tick: u64,
+    /// Where it ran: `library (pid 12)` or `worker 2 (pid 15)`.
+    pub process: String,
+    /// How long it ran, in milliseconds.
+    pub elapsed_ms: u64,
+    /// `None`: it succeeded; else why it failed.
+    pub error: Option<String>,
 }
 
 /// One process of the cluster.

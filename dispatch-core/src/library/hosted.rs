@@ -80,6 +80,8 @@ pub(crate) struct Services {
     gate: watch::Sender<bool>,
     /// The running feeds of streaming methods (`library/streams.rs`).
     hub: Arc<crate::stream::hub::Hub>,
+    /// The fleet singletons among the services, by name (issue 17).
+    leadership: HashMap<String, Arc<super::fleet::Leadership>>,
 }
 
 impl Services {
@@ -143,6 +145,7 @@ impl Services {
             held: AtomicBool::new(false),
             gate: watch::Sender::new(false),
             hub: Arc::new(crate::stream::hub::Hub::new(payload_limit)),
+            leadership: HashMap::new(),
         })
     }
 
@@ -154,6 +157,25 @@ impl Services {
     /// The running feeds of streaming methods.
     pub(crate) fn hub(&self) -> &Arc<crate::stream::hub::Hub> {
         &self.hub
+    }
+
+    /// Gates the fleet singleton `service` by `lead`.
+    ///
+    /// # Errors
+    /// When no such service is hosted, naming those that are.
+    pub(crate) fn lead(
+        &mut self,
+        service: &str,
+        lead: Arc<super::fleet::Leadership>,
+    ) -> Result<(), String> {
+        if !self.by_name.contains_key(service) {
+            return Err(format!(
+                "fleet singleton `{service}` is not a hosted service (hosted: {})",
+                self.manifest.summary()
+            ));
+        }
+        self.leadership.insert(service.to_owned(), lead);
+        Ok(())
     }
 
     /// The manifest sent to every Agent.
@@ -173,6 +195,16 @@ impl Services {
         let Some(hosted) = self.by_name.get(service.as_str()) else {
             return Err(RemoteError::UnknownService { service });
         };
+        if let Some(lead) = self.leadership.get(service.as_str()) {
+            if !lead.active() {
+                if !lead.wait {
+                    let leader = lead.leader();
+                    return Err(RemoteError::NotLeader { service, leader });
+                }
+                // Held until this host leads; the caller's deadline bounds the wait.
+                lead.until_active().await;
+            }
+        }
         let started = Instant::now();
         // Counted down on drop: a call cut at its deadline is dropped, not finished.
         let _running = crate::metrics::InFlight::start(&self.in_flight);

@@ -11,6 +11,7 @@
 
 mod accept;
 mod connection;
+mod fleet;
 mod gate;
 mod handover;
 mod hosted;

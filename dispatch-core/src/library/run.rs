@@ -47,8 +47,12 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
             return Ok(());
         }
     };
-    let services = match started {
-        Ok(s) => Arc::new(s),
+    let started = started.and_then(|mut s| {
+        let electors = lead_singletons(&mut s, &link)?;
+        Ok((s, electors))
+    });
+    let (services, electors) = match started {
+        Ok((s, electors)) => (Arc::new(s), electors),
         Err(reason) => {
             tracing::debug!("{reason}");
             link.report_failure(reason.clone()).await;
@@ -90,6 +94,7 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
     link.report_busy_with(Box::new(move || {
         (busy.call_counts().1, busy.in_flight_by_method())
     }));
+    link.run_tasks_from(hooks.tasks.clone());
     // Only a closed socket refuses it, and then the master is gone anyway.
     let _ = link.outbox.send(&ToMaster::Ready { services: summary });
 
@@ -99,10 +104,76 @@ async fn serve(env: ChildEnv, hooks: &Hooks) -> Result<(), ClusterError> {
         cause = link.orders.stopped() => cause.describe(),
     };
     tracing::info!("library stopping: {why}; closing services");
+    release_singletons(electors).await;
     services.log_method_stats();
     services.close().await;
     let _ = std::fs::remove_file(socket);
     Ok(())
+}
+
+/// The electors of the fleet singletons, each stopped (releasing its lease) by its sender.
+#[cfg(feature = "redis")]
+type Electors = Vec<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>;
+#[cfg(not(feature = "redis"))]
+type Electors = ();
+
+/// Starts an elector for each fleet singleton (issue 17) and gates its calls on it.
+fn lead_singletons(services: &mut Services, link: &MasterLink) -> Result<Electors, String> {
+    let settings = &link.init.settings;
+    let Some(fleet) = settings.fleet.as_ref().filter(|f| !f.singletons.is_empty()) else {
+        return Ok(Default::default());
+    };
+    if fleet.url.is_empty() {
+        return Err(format!(
+            "fleet singletons ({}) need the fleet's Redis: call Cluster::fleet(url)",
+            fleet.singletons.len()
+        ));
+    }
+    #[cfg(feature = "redis")]
+    {
+        let mut electors = Vec::new();
+        for (service, wait) in &fleet.singletons {
+            let lead = super::fleet::Leadership::new(*wait);
+            services.lead(service, Arc::clone(&lead))?;
+            electors.push(super::fleet::elect(
+                fleet,
+                &settings.name(),
+                service,
+                lead,
+                link.outbox.clone(),
+            ));
+        }
+        Ok(electors)
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = services;
+        Err(format!(
+            "fleet singletons ({}) need the `redis` feature of dispatch",
+            fleet.singletons.len()
+        ))
+    }
+}
+
+/// Stops the electors, each releasing its lease (bounded: a second at most).
+async fn release_singletons(electors: Electors) {
+    #[cfg(feature = "redis")]
+    {
+        let mut done = Vec::new();
+        for elector in electors {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if elector.send(tx).is_ok() {
+                done.push(rx);
+            }
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            futures::future::join_all(done),
+        )
+        .await;
+    }
+    #[cfg(not(feature = "redis"))]
+    let () = electors;
 }
 
 /// Binds the data socket, readable and writable by this user only.

@@ -69,6 +69,10 @@ impl Master {
                 },
                 Some(event) = self.upgrade_rx.recv() => self.on_upgrade_event(event),
                 () = sleep_until(next_timer) => self.on_timers(),
+                Some(claimed) = self.schedules.claims.recv() => {
+                    self.on_claimed(claimed);
+                    Flow::Continue
+                }
             };
             if let Flow::Stop(result) = flow {
                 return result;
@@ -135,6 +139,14 @@ impl Master {
             }
             ChildEvent::Message {
                 pid,
+                msg: ToMaster::TaskDone(report),
+                ..
+            } => {
+                self.on_task_done(pid, report);
+                Flow::Continue
+            }
+            ChildEvent::Message {
+                pid,
                 msg: ToMaster::Snapshot { state },
                 ..
             } => {
@@ -149,6 +161,19 @@ impl Master {
                 self.handover_restored(pid);
                 Flow::Continue
             }
+            ChildEvent::Message {
+                pid,
+                msg:
+                    ToMaster::FleetRole {
+                        service,
+                        active,
+                        leader,
+                    },
+                ..
+            } => {
+                self.on_fleet_role(pid, service, active, leader);
+                Flow::Continue
+            }
             ChildEvent::Broken { kind, pid, reason } => {
                 self.on_broken(kind, pid, &reason);
                 Flow::Continue
@@ -159,6 +184,7 @@ impl Master {
             }
             ChildEvent::Exited { pid, status, .. } => {
                 self.no_longer_behind(pid);
+                self.on_schedule_target_exit(pid);
                 let flow = self.on_exit(pid, status);
                 self.announce_members();
                 flow
@@ -284,6 +310,10 @@ impl Master {
                 }
                 Timer::Handover(generation) => {
                     self.handover_deadline(generation);
+                    Flow::Continue
+                }
+                Timer::ScheduleTick { index, tick } => {
+                    self.on_schedule_tick(index, tick);
                     Flow::Continue
                 }
             };

@@ -34,6 +34,7 @@ impl Master {
                     return self.start_workers();
                 }
                 tracing::info!(pid, "library restarted: telling the workers to reconnect");
+                self.on_schedule_target_ready();
                 self.send_to_workers(&ToChild::LibraryRestarted);
                 self.emit(
                     Target::Broadcast,
@@ -56,6 +57,7 @@ impl Master {
                 );
                 if self.ready_at.is_some() {
                     self.send(pid, ToChild::ClusterReady);
+                    self.on_schedule_target_ready();
                 } else {
                     self.maybe_cluster_ready();
                 }
@@ -89,6 +91,7 @@ impl Master {
         for p in self.procs.values() {
             let _ = p.handle.send(ToChild::ClusterReady);
         }
+        self.start_schedules();
         let workers = self.workers.len() as u32;
         self.emit(
             Target::Broadcast,

@@ -17,6 +17,7 @@
 //! - `command`: the handle and its commands; `admin_socket`: `dispatchctl`'s way in;
 //!   `prometheus`: the metrics endpoint.
 //! - `upgrade`: binary upgrade (a new master from the build on disk takes over).
+//! - `schedules`: the schedules' clock, their dispatch to children and their records.
 
 mod admin_socket;
 mod backoff;
@@ -32,6 +33,7 @@ mod recycle;
 mod reload;
 mod routing;
 mod scale;
+mod schedules;
 mod signals;
 mod state;
 mod stats;

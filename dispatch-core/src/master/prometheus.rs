@@ -307,10 +307,60 @@ pub(crate) fn render(status: &ClusterStatus) -> String {
         latency,
     );
 
+    register_schedules(&mut registry, status);
+
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_text::encode(&mut out, &registry);
     out
+}
+
+/// The schedules' counters (issue 17), labelled `schedule`, and the fleet singletons' roles.
+fn register_schedules(registry: &mut Registry, status: &ClusterStatus) {
+    let runs = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let skips = Family::<Labels, Counter>::default();
+    for s in &status.schedules {
+        let labels = vec![("schedule".to_owned(), s.name.clone())];
+        runs.get_or_create(&labels).inc_by(s.runs);
+        failures.get_or_create(&labels).inc_by(s.failures);
+        for (reason, n) in [
+            ("skipped", s.skips),
+            ("missed", s.missed),
+            ("elsewhere", s.elsewhere),
+        ] {
+            let mut with = labels.clone();
+            with.push(("reason".to_owned(), reason.to_owned()));
+            skips.get_or_create(&with).inc_by(n);
+        }
+    }
+    registry.register(
+        "schedule_runs",
+        "Runs of a schedule started on this host",
+        runs,
+    );
+    registry.register(
+        "schedule_failures",
+        "Runs of a schedule that failed (error, panic, timeout, or the process died mid-run)",
+        failures,
+    );
+    registry.register(
+        "schedule_skips",
+        "Ticks of a schedule not run on this host, by reason (skipped: previous run still going or \
+         the fleet's Redis unreachable; missed: no process before the next tick; elsewhere: \
+         claimed by another host of the fleet)",
+        skips,
+    );
+    let leading = Family::<Labels, Gauge>::default();
+    for s in &status.singletons {
+        let labels = vec![("service".to_owned(), s.service.clone())];
+        leading.get_or_create(&labels).set(i64::from(s.active));
+    }
+    registry.register(
+        "fleet_singleton_active",
+        "1 when this host's Library serves the fleet singleton service, 0 on standby",
+        leading,
+    );
 }
 
 /// One method's latency histogram, as the Library counted it.

@@ -100,6 +100,8 @@ pub(super) enum Timer {
     LibraryRecycle,
     /// Look for a worker to recycle (see `recycle`); comes back every 250 ms.
     Recycle,
+    /// Schedule `index`'s tick `tick` is due (issue 17).
+    ScheduleTick { index: usize, tick: u64 },
 }
 
 /// A rolling reload in progress.
@@ -163,6 +165,8 @@ pub(super) struct Master {
     pub(super) pending_scale: Option<u32>,
     /// When an old worker was last told to stop by a reload or a recycle, and the jitter draws.
     pub(super) recycling: Recycling,
+    /// The schedules' clocks, runs and counters (issue 17).
+    pub(super) schedules: super::schedules::Schedules,
 }
 
 impl Master {
@@ -181,6 +185,11 @@ impl Master {
         // uninstalled, and Ctrl-C must still end `cargo test`.
         let signals = MasterSignals::install(config.test_child_args.is_none())?;
         let (upgrade_tx, upgrade_rx) = mpsc::unbounded_channel();
+        let schedules = super::schedules::Schedules::new(
+            &config.schedules,
+            config.fleet.as_ref(),
+            &config.name(),
+        );
         Ok(Master {
             config,
             init,
@@ -214,6 +223,7 @@ impl Master {
             new_link: None,
             pending_scale: None,
             recycling: Recycling::new(),
+            schedules,
         })
     }
 

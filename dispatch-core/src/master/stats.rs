@@ -94,6 +94,8 @@ impl Master {
             workers: u32::try_from(self.workers.len()).unwrap_or(u32::MAX),
             processes,
             methods: Vec::new(),
+            schedules: self.schedule_statuses(),
+            singletons: self.singleton_statuses(),
         };
         self.statuses.insert(
             id,

@@ -43,4 +43,6 @@ pub(crate) struct Hooks {
     pub(crate) library_setup: Vec<Setup>,
     /// Run in every worker after its Agent is connected, before it reports ready.
     pub(crate) worker_setup: Vec<Setup>,
+    /// Every schedule's code, by name: run where the master orders (issue 17).
+    pub(crate) tasks: crate::schedule::Tasks,
 }

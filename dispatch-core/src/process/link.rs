@@ -17,6 +17,7 @@ use super::role::ChildEnv;
 use crate::cluster_error::ClusterError;
 use crate::messenger::Messenger;
 use crate::metrics::MethodStats;
+use crate::schedule::Tasks;
 use crate::wire::{
     ChildInit, ControlChannel, ControlReceiver, ControlWriter, Served, ToChild, ToMaster,
     MAX_BUSY_METHODS,
@@ -114,6 +115,7 @@ pub(crate) struct MasterLink {
     /// [`ToChild::Restore`]), queued from the start until the role takes them. Unbounded: the
     /// master sends at most one of each per handover, and one handover runs at a time.
     handover: Mutex<Option<mpsc::UnboundedReceiver<ToChild>>>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
 }
 
 impl std::fmt::Debug for MasterLink {
@@ -172,6 +174,7 @@ impl MasterLink {
         let stats: Arc<Mutex<Option<StatsFn>>> = Arc::default();
         let busy: Arc<Mutex<Option<BusyFn>>> = Arc::default();
         let (handover_tx, handover) = mpsc::unbounded_channel();
+        let tasks: Arc<Mutex<Option<Tasks>>> = Arc::default();
         if let Some(every) = init.settings.heartbeat_interval() {
             // The counts come from the stats (only when a recycling limit reads them).
             let counts = init.settings.recycle.counts().then(|| Arc::clone(&stats));
@@ -182,6 +185,7 @@ impl MasterLink {
             messenger,
             outbox.clone(),
             Arc::clone(&stats),
+            Arc::clone(&tasks),
             Signals {
                 stop: stop_tx,
                 cluster_ready: ready_tx,
@@ -202,6 +206,7 @@ impl MasterLink {
             stats,
             busy,
             handover: Mutex::new(Some(handover)),
+            tasks,
         })
     }
 
@@ -211,6 +216,16 @@ impl MasterLink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    /// Runs the schedules' tasks the master orders from now on (until then: each order is
+    /// answered as failed). Set before the child reports ready: the master orders runs from
+    /// ready processes only.
+    pub(crate) fn run_tasks_from(&self, tasks: Tasks) {
+        *self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tasks);
     }
 
     /// Says what this child is doing in every heartbeat from now on (until then: nothing).
@@ -293,6 +308,7 @@ async fn follow(
     messenger: &'static Messenger,
     outbox: ControlWriter,
     stats: Arc<Mutex<Option<StatsFn>>>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
     signals: Signals,
 ) {
     let cause = loop {
@@ -336,6 +352,14 @@ async fn follow(
                     }
                     first
                 });
+            }
+            Some(ToChild::RunTask(order)) => {
+                let tasks = tasks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default();
+                crate::schedule::start_run(&tasks, order, outbox.clone());
             }
             Some(
                 msg @ (ToChild::LibraryMoved { .. } | ToChild::Snapshot | ToChild::Restore { .. }),

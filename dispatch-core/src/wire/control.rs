@@ -93,6 +93,32 @@ pub(crate) enum ToChild {
         /// Each snapshot, by service name.
         state: Option<Vec<(String, ByteBuf)>>,
     },
+    /// Run a schedule's task for one tick (issue 17); answered by [`ToMaster::TaskDone`].
+    RunTask(TaskOrder),
+}
+
+/// A tick of a schedule for one process to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskOrder {
+    /// The run's number, unique in the master's life: echoed in the report.
+    pub(crate) run: u64,
+    /// The schedule's name.
+    pub(crate) schedule: String,
+    /// The tick: its scheduled time in milliseconds since the Unix epoch.
+    pub(crate) tick: u64,
+    /// Cancel the run (and report it failed) after this long.
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskReport {
+    /// The run's number, from its [`TaskOrder`].
+    pub(crate) run: u64,
+    /// `Err`: why it failed (its error, a panic, its timeout, no code by that name).
+    pub(crate) result: Result<(), String>,
+    /// How long it ran.
+    pub(crate) elapsed: std::time::Duration,
 }
 
 /// Where a message goes.
@@ -209,6 +235,17 @@ pub(crate) enum ToMaster {
         /// Since the process started: calls served (the Library) or made (a worker), and HTTP
         /// requests served; zeros unless a recycling limit needs them.
         served: Served,
+    },
+    /// A run ordered by [`ToChild::RunTask`] ended.
+    TaskDone(TaskReport),
+    /// The Library's role for a fleet singleton service changed (issue 17).
+    FleetRole {
+        /// The service.
+        service: String,
+        /// Whether this host's Library serves it now.
+        active: bool,
+        /// The leading host, as the fleet's Redis says.
+        leader: Option<String>,
     },
 }
 

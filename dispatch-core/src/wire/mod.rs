@@ -18,8 +18,8 @@ mod tests;
 
 pub(crate) use control::Served;
 pub(crate) use control::{
-    decode_first, ChildInit, Incoming, Outgoing, Target, ToChild, ToMaster, BEHIND,
-    CONTROL_PROTOCOL, MAX_BUSY_METHODS, MAX_CONTROL_FRAME, MAX_MESSAGE,
+    decode_first, ChildInit, Incoming, Outgoing, Target, TaskOrder, TaskReport, ToChild, ToMaster,
+    BEHIND, CONTROL_PROTOCOL, MAX_BUSY_METHODS, MAX_CONTROL_FRAME, MAX_MESSAGE,
 };
 pub(crate) use control_channel::{ControlChannel, ControlReceiver, ControlSender};
 pub(crate) use control_writer::{ControlWriter, Refused};

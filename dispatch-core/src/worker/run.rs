@@ -102,6 +102,7 @@ async fn join(env: &ChildEnv, hooks: &Hooks) -> Result<Option<Worker>, ClusterEr
         (calls, in_flight, Vec::new())
     }));
     link.report_busy_with(Box::new(move || (agent.call_counts().1, Vec::new())));
+    link.run_tasks_from(hooks.tasks.clone());
     tokio::spawn(follow_orders(link.orders.clone(), agent));
     if let Some(orders) = link.take_handover_orders() {
         tokio::spawn(super::switch::follow(orders, agent, link.outbox.clone()));
