@@ -7,6 +7,9 @@
 //! of the lease after the renewal was sent), which ends before Redis lets anyone else take it.
 //! Takeover: a standby tries every tenth of the lease, so a dead leader is replaced at most a
 //! lease and a tenth after its last renewal. A Library that stops releases its leases at once.
+//!
+//! Without the `redis` feature there is no fleet, and most of this is unused.
+#![cfg_attr(not(feature = "redis"), allow(unused_imports, dead_code))]
 
 use crate::wire::{ControlWriter, ToMaster};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -163,6 +163,7 @@ impl Services {
     ///
     /// # Errors
     /// When no such service is hosted, naming those that are.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn lead(
         &mut self,
         service: &str,

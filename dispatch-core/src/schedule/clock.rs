@@ -83,6 +83,7 @@ impl Clock {
     }
 
     /// How long after one tick the next one falls, about (for deadlines of waiting ticks).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn period_after(&self, tick_ms: u64) -> Duration {
         let next = self.next_after(tick_ms).unwrap_or(tick_ms + 60_000);
         Duration::from_millis(next.saturating_sub(tick_ms).max(1))
