@@ -283,3 +283,68 @@ fn the_cluster_handle_upgrades_from_the_masters_own_code() {
     assert!(stop.status.success(), "{}", text(&stop));
     await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
 }
+
+/// Issue 14 item 2 ("the Library handover ... used by upgrade"): a service with handover hooks
+/// keeps its state across an upgrade, exactly, under continuous calls: the new Library holds
+/// the calls to it until the old Library (which the drained old workers no longer call) hands
+/// over its snapshot.
+#[test]
+fn a_counter_with_handover_hooks_keeps_every_increment_across_an_upgrade() {
+    let app = Installed::new("dispatch-upgrade-state", &v1());
+    let name = format!("upgrade-state-{}", std::process::id());
+    let cluster = support::Cluster::start_bin(&app.path, &[], &[("UPGRADE_NAME", name.as_str())]);
+    let old_master = cluster.pid();
+    let addr = cluster.listen_addr();
+    let load = Load::start_on(&addr, 4, "/count");
+    std::thread::sleep(Duration::from_millis(500));
+
+    app.replace_with(&v2());
+    let started = Instant::now();
+    let out = ctl(&["--cluster", &name, "upgrade"]);
+    assert!(
+        out.status.success(),
+        "dispatchctl upgrade failed: {}\n--- cluster log\n{}",
+        text(&out),
+        cluster.stderr()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(old_master) {
+        assert!(Instant::now() < deadline, "the old master did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Some calls on the new build after the state arrived.
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = load.stop();
+    let failed: Vec<_> = samples.iter().filter(|s| !s.ok).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} increments failed during the upgrade, first: {:?}\n--- log\n{}",
+        failed.len(),
+        samples.len(),
+        failed.first(),
+        cluster.stderr()
+    );
+    let (code, body) = support::http::get(&addr, "/count").expect("build 2 serves");
+    let value: u64 = body
+        .trim()
+        .strip_prefix("count ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{code} {body}"));
+    assert_eq!(
+        value,
+        samples.len() as u64 + 1,
+        "every increment made before, during and after the upgrade counts once\n--- log\n{}",
+        cluster.stderr()
+    );
+    let during: Vec<_> = samples.iter().filter(|s| s.sent >= started).collect();
+    let max_latency = during.iter().map(|s| s.latency).max().unwrap_or_default();
+    println!(
+        "measured: counter {value} = {} increments + 1 across the upgrade, 0 failed, slowest \
+         increment during it {max_latency:?} (held until the old Library's snapshot arrived)",
+        samples.len()
+    );
+
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
+}

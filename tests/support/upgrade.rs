@@ -104,6 +104,11 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: &str, threads: usize) -> Load {
+        Load::start_on(addr, threads, "/")
+    }
+
+    /// [`Load::start`] on another path.
+    pub fn start_on(addr: &str, threads: usize, path: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads)
@@ -113,7 +118,7 @@ impl Load {
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let sent = Instant::now();
-                        let (ok, detail) = match super::http::get(&addr, "/") {
+                        let (ok, detail) = match super::http::get(&addr, path) {
                             Ok((200, body)) => (true, format!("200 {}", body.trim())),
                             Ok((code, body)) => (false, format!("{code} {}", body.trim())),
                             Err(e) => (false, e.to_string()),

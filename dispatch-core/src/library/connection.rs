@@ -68,7 +68,9 @@ pub(super) async fn connection(
         let caller = format!("worker {worker_id} (pid {})", PidField(peer.pid));
         serve_calls(framed, services, config.max_in_flight(), caller)
             .await
-            .map_err(|e| io::Error::other(e.to_string()))
+            // Boxed whole, not as text: the log names the cause at the end of the chain (a
+            // budget spent, a frame too large).
+            .map_err(io::Error::other)
     };
     drop(permit);
     match result {

@@ -453,7 +453,8 @@ impl Services {
         for (name, bytes) in state.unwrap_or_default() {
             let Some(hosted) = self.by_name.get(name.as_str()).filter(|h| h.handover) else {
                 tracing::warn!(
-                    "handover: the old library sent a snapshot of service `{name}`, which has no                      handover hooks here: ignored"
+                    "handover: the old library sent a snapshot of service `{name}`, which has no \
+                     handover hooks here: ignored"
                 );
                 continue;
             };
@@ -464,10 +465,12 @@ impl Services {
             {
                 Ok(Ok(())) => tracing::info!("handover: service `{name}` restored its state"),
                 Ok(Err(e)) => tracing::error!(
-                    "handover: service `{name}` could not restore its state: {e}; it serves                      from its fresh state"
+                    "handover: service `{name}` could not restore its state: {e}; it serves \
+                     from its fresh state"
                 ),
                 Err(panic) => tracing::error!(
-                    "handover: the restore hook of service `{name}` panicked: {}; it serves                      from its fresh state",
+                    "handover: the restore hook of service `{name}` panicked: {}; it serves \
+                     from its fresh state",
                     panic::message(&*panic)
                 ),
             }

@@ -10,6 +10,7 @@ use crate::process::{systemd, ChildKind};
 use crate::topic::events;
 use crate::wire::{Target, ToChild};
 use std::process::ExitStatus;
+use std::time::Duration;
 use tokio::time::Instant;
 
 impl Master {
@@ -99,7 +100,13 @@ impl Master {
             &events::ClusterReady { workers },
         );
         match self.new_link.take() {
-            Some(link) => link.announce_ready(self.dir.path().to_path_buf()),
+            Some(link) => link.announce_ready(
+                self.dir.path().to_path_buf(),
+                self.upgrade_tx.clone(),
+                // The old master drains its workers (up to its grace period), then takes the
+                // snapshots.
+                self.config.grace_period + Duration::from_secs(30),
+            ),
             None => {
                 systemd::notify(&format!(
                     "READY=1\nSTATUS=ready: a library and {} workers",

@@ -128,11 +128,14 @@ async fn start(
         settings: settings.clone(),
         published: 0,
         members: Members::default(),
-        handover: false,
+        // A new master of an upgrade: its Library holds the calls to services with handover
+        // hooks until the old Library's state arrives (see `upgrade`).
+        handover: link.is_some(),
     };
     let mut master = Master::new(settings, init, dir, listeners, commands, admin)?;
     master.exe = exe;
     master.new_link = link.take();
+    master.taking_over = master.new_link.is_some();
     let result = master.supervise().await;
     // Not taken over yet: the caller tells the old master why.
     *link = master.new_link.take();

@@ -217,7 +217,7 @@ impl Master {
         // During a binary upgrade two masters of this host keep a clock: the old one runs the
         // ticks until the new one takes over, then the new one (a tick due in the moment
         // between the two is run by neither, never by both).
-        if self.retiring || self.new_link.is_some() {
+        if self.retiring || self.taking_over {
             tracing::debug!(
                 schedule = %self.schedules.list[index].spec.name,
                 tick,

@@ -161,6 +161,13 @@ pub(super) struct Master {
     pub(super) retiring: bool,
     /// This master was started by an upgrade and has not taken over yet.
     pub(super) new_link: Option<NewMasterLink>,
+    /// Started by an upgrade, and the old master has not said `go` yet: the old one still
+    /// runs the schedules' ticks.
+    pub(super) taking_over: bool,
+    /// After `go`, in the old master: where the Library's snapshots go once the workers
+    /// drained.
+    pub(super) state_for_new_master:
+        Option<tokio::sync::oneshot::Sender<Option<super::upgrade::Inherited>>>,
     /// A scale asked for during a reload or a recycle: the worker count to apply after it.
     pub(super) pending_scale: Option<u32>,
     /// When an old worker was last told to stop by a reload or a recycle, and the jitter draws.
@@ -221,6 +228,8 @@ impl Master {
             upgrade_rx,
             retiring: false,
             new_link: None,
+            taking_over: false,
+            state_for_new_master: None,
             pending_scale: None,
             recycling: Recycling::new(),
             schedules,

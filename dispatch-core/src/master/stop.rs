@@ -21,6 +21,9 @@ impl Master {
             .map(|(pid, _)| *pid)
             .collect();
         self.stop(&workers).await;
+        // After an upgrade's `go`: the Library, which no worker calls any more, hands its
+        // services' state to the new build.
+        self.send_state_to_new_master().await;
         let rest: Vec<u32> = self.procs.keys().copied().collect();
         self.stop(&rest).await;
     }

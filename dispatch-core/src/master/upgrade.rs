@@ -15,8 +15,17 @@
 //! The link speaks lines of text, so that any two builds understand at least the first one:
 //! `dispatch-upgrade <protocol> <build>` from both sides (a different protocol is refused
 //! with a message saying so), then `ready <pid>` or `failed <reason>` from the new master, and
-//! `go` from the old one.
+//! `go` from the old one; then, once the old workers drained, `state <hex>` (the old Library's
+//! [`Handover`](crate::Handover) snapshots) or `nostate` from the old master.
+//!
+//! **State across an upgrade** (as across a Library handover): the new master's Library holds
+//! the calls to services with handover hooks from its start; after `go` the old workers drain
+//! (still calling the old Library), then the old Library, which no worker calls any more,
+//! takes its snapshots, the old master sends them over the link, and the new Library restores
+//! them and admits the calls it held. A counter incremented without pause through an upgrade
+//! loses no increment. Calls to services without hooks are never held.
 
+use super::child::{describe_kill, ChildEvent};
 use super::state::{Flow, Master};
 use crate::admin::{RETIRING_FILE, UPGRADING_FILE};
 use crate::cluster_error::ClusterError;
@@ -26,6 +35,7 @@ use crate::process::listeners::{
 };
 use crate::process::spawn::spawn_master;
 use crate::process::systemd;
+use crate::wire::{ToChild, ToMaster};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,12 +46,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// The upgrade link's protocol: a master refuses a peer speaking another one.
-pub(super) const UPGRADE_PROTOCOL: u32 = 1;
+pub(super) const UPGRADE_PROTOCOL: u32 = 2;
 /// The longest line on the link.
 const MAX_LINE: u64 = 4096;
 /// How long each side waits for the other's hello (the new build runs `main` up to
 /// `Cluster::run` first).
 const HELLO_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest `state` line: the snapshots' budget (about 1 MiB), in hex.
+const MAX_STATE_LINE: u64 = 4 << 20;
+/// How long the old master waits for its Library's snapshots (the Library waits up to 5 s for
+/// its last calls first).
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a new master inherits: the old Library's snapshots, by service name.
+pub(super) type Inherited = Vec<(String, serde_bytes::ByteBuf)>;
 
 /// This build, as the link names it.
 fn build() -> String {
@@ -76,8 +94,16 @@ fn check_hello(line: &str, peer: &str) -> Result<String, String> {
 
 /// One line from the link (without its newline); `None` at its end.
 async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Option<String>> {
+    read_line_up_to(reader, MAX_LINE).await
+}
+
+/// [`read_line`] with another limit.
+async fn read_line_up_to(
+    reader: &mut BufReader<OwnedReadHalf>,
+    limit: u64,
+) -> std::io::Result<Option<String>> {
     let mut line = String::new();
-    let n = (&mut *reader).take(MAX_LINE).read_line(&mut line).await?;
+    let n = (&mut *reader).take(limit).read_line(&mut line).await?;
     if n == 0 {
         return Ok(None);
     }
@@ -94,6 +120,8 @@ pub(super) struct Upgrade {
     pub(super) replies: Vec<oneshot::Sender<Result<u32, String>>>,
     /// Tells the link's task to answer `go`.
     pub(super) go: Option<oneshot::Sender<()>>,
+    /// Gives the link's task the old Library's snapshots to send (`None`: there are none).
+    pub(super) state: Option<oneshot::Sender<Option<Inherited>>>,
 }
 
 /// What the task watching the new master reports.
@@ -103,6 +131,11 @@ pub(crate) enum UpgradeEvent {
     Ready { pid: u32, build: String },
     /// It failed, and why.
     Failed { reason: String },
+    /// In a new master: the old master said `go` (or left): this master serves now.
+    TookOver,
+    /// In a new master: the old Library's snapshots arrived (`None`: there are none, or they
+    /// could not come).
+    Inherited(Option<Inherited>),
 }
 
 impl Master {
@@ -154,7 +187,7 @@ impl Master {
             );
         };
         match self.spawn_new_master(&exe) {
-            Ok((pid, go)) => {
+            Ok((pid, go, state)) => {
                 systemd::notify(&systemd::reloading());
                 tracing::info!(
                     pid,
@@ -166,6 +199,7 @@ impl Master {
                     pid,
                     replies: reply.into_iter().collect(),
                     go: Some(go),
+                    state: Some(state),
                 });
             }
             Err(e) => refuse(reply, format!("cannot start the new build: {e}")),
@@ -175,7 +209,7 @@ impl Master {
     fn spawn_new_master(
         &mut self,
         exe: &std::path::Path,
-    ) -> Result<(u32, oneshot::Sender<()>), ClusterError> {
+    ) -> Result<(u32, oneshot::Sender<()>, oneshot::Sender<Option<Inherited>>), ClusterError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ClusterError::io("cannot create the upgrade link", e))?;
         let (fds, names) = self.listeners.raw_fds_with(&self.config.listen);
@@ -194,6 +228,7 @@ impl Master {
         let stream = UnixStream::from_std(ours)
             .map_err(|e| ClusterError::io("cannot register the upgrade link", e))?;
         let (go_tx, go_rx) = oneshot::channel();
+        let (state_tx, state_rx) = oneshot::channel();
         // The new master enforces its own ready deadlines; this one is a backstop for a new
         // master that hangs.
         let deadline = 2 * (self.config.library_ready_timeout + self.config.worker_ready_timeout)
@@ -203,9 +238,10 @@ impl Master {
             stream,
             self.upgrade_tx.clone(),
             go_rx,
+            state_rx,
             deadline,
         ));
-        Ok((pid, go_tx))
+        Ok((pid, go_tx, state_tx))
     }
 
     /// This master stops (not for the upgrade) while a new master is starting: that one
@@ -230,6 +266,17 @@ impl Master {
     }
 
     pub(super) fn on_upgrade_event(&mut self, event: UpgradeEvent) -> Flow {
+        match event {
+            UpgradeEvent::TookOver => {
+                self.taking_over = false;
+                return Flow::Continue;
+            }
+            UpgradeEvent::Inherited(state) => {
+                self.restore_inherited(state);
+                return Flow::Continue;
+            }
+            UpgradeEvent::Ready { .. } | UpgradeEvent::Failed { .. } => {}
+        }
         let Some(mut up) = self.upgrade.take() else {
             return Flow::Continue;
         };
@@ -247,6 +294,7 @@ impl Master {
                 if let Some(go) = up.go.take() {
                     let _ = go.send(());
                 }
+                self.state_for_new_master = up.state.take();
                 tracing::info!(
                     "upgrade: the new master (pid {pid}, {build}) is ready after {:?}; this \
                      master stops its processes (they drain) and exits",
@@ -269,6 +317,148 @@ impl Master {
                 }
                 Flow::Continue
             }
+            UpgradeEvent::TookOver | UpgradeEvent::Inherited(_) => Flow::Continue,
+        }
+    }
+
+    /// In the old master, stopping after `go`, once its workers are gone: the Library's
+    /// snapshots go to the new master (nothing, if there is no new master to take them).
+    pub(super) async fn send_state_to_new_master(&mut self) {
+        let Some(tx) = self.state_for_new_master.take() else {
+            return;
+        };
+        let state = self.snapshot_for_upgrade().await;
+        let _ = tx.send(state);
+    }
+
+    /// Asks the Library for its services' snapshots and waits for them (up to
+    /// [`SNAPSHOT_DEADLINE`]); `None` if there is no Library, or no snapshot came.
+    async fn snapshot_for_upgrade(&mut self) -> Option<Inherited> {
+        let lib = self.library.current?;
+        self.send(lib, ToChild::Snapshot);
+        let deadline = tokio::time::sleep(SNAPSHOT_DEADLINE);
+        tokio::pin!(deadline);
+        loop {
+            let event = tokio::select! {
+                event = self.events.recv() => event?,
+                () = &mut deadline => {
+                    tracing::error!(
+                        "upgrade: the library sent no snapshot within {SNAPSHOT_DEADLINE:?}: \
+                         the new build's services with handover hooks start fresh"
+                    );
+                    return None;
+                }
+            };
+            match event {
+                ChildEvent::Message {
+                    pid,
+                    msg: ToMaster::Snapshot { state },
+                    ..
+                } if pid == lib => {
+                    return match state {
+                        Ok(state) => {
+                            tracing::info!(
+                                "upgrade: {} service snapshots go to the new master",
+                                state.len()
+                            );
+                            Some(state)
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                "upgrade: the library has no snapshot ({e}): the new build's \
+                                 services with handover hooks start fresh"
+                            );
+                            None
+                        }
+                    };
+                }
+                ChildEvent::Exited { kind, pid, status } => {
+                    let killed = self.procs.remove(&pid).and_then(|p| p.killed);
+                    tracing::info!(
+                        pid,
+                        "the {} stopped ({})",
+                        kind.label(),
+                        describe_kill(status, killed)
+                    );
+                    if pid == lib {
+                        tracing::error!(
+                            "upgrade: the library ended before its snapshot: the new build's \
+                             services with handover hooks start fresh"
+                        );
+                        return None;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// In a new master: the old Library's snapshots (or none) arrived; the Library restores
+    /// them and admits the calls it held for them.
+    fn restore_inherited(&mut self, state: Option<Inherited>) {
+        self.init.handover = false;
+        let Some(lib) = self.library.current else {
+            tracing::warn!("upgrade: the inherited state arrived while no library runs: dropped");
+            return;
+        };
+        match &state {
+            Some(s) => tracing::info!(
+                "upgrade: the library restores {} inherited snapshots",
+                s.len()
+            ),
+            None => tracing::info!("upgrade: no inherited state: the library admits every call"),
+        }
+        self.send(lib, ToChild::Restore { state });
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// The bytes of lowercase or uppercase hex; `None` if it is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let text = text.as_bytes();
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    text.chunks(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
+/// The `state` line for `state`.
+fn state_line(state: Option<&Inherited>) -> String {
+    match state.map(crate::wire::codec::encode) {
+        Some(Ok(bytes)) => format!("state {}\n", to_hex(&bytes)),
+        Some(Err(e)) => {
+            tracing::error!("upgrade: cannot encode the snapshots ({e}): sending none");
+            "nostate\n".into()
+        }
+        None => "nostate\n".into(),
+    }
+}
+
+/// The state a `state` line carries (`None` for `nostate`, or a line that cannot be read).
+fn parse_state_line(line: &str) -> Option<Inherited> {
+    let hex = line.strip_prefix("state ")?;
+    let Some(bytes) = from_hex(hex) else {
+        tracing::error!("upgrade: the old master's state line is not hex: ignored");
+        return None;
+    };
+    match crate::wire::codec::decode(&bytes) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::error!("upgrade: cannot decode the old master's snapshots ({e}): ignored");
+            None
         }
     }
 }
@@ -280,6 +470,7 @@ async fn watch_new_master(
     stream: UnixStream,
     events: mpsc::UnboundedSender<UpgradeEvent>,
     go: oneshot::Receiver<()>,
+    state: oneshot::Receiver<Option<Inherited>>,
     deadline: Duration,
 ) {
     let pid = child.id().unwrap_or(0);
@@ -316,6 +507,11 @@ async fn watch_new_master(
             let _ = events.send(UpgradeEvent::Ready { pid, build });
             if go.await.is_ok() {
                 let _ = writer.write_all(b"go\n").await;
+                // Once the old workers drained and the Library took its snapshots.
+                let state = state.await.ok().flatten();
+                let _ = writer
+                    .write_all(state_line(state.as_ref()).as_bytes())
+                    .await;
             }
             // Keeps the link open while this master drains; reaps the new master if it ends
             // first.
@@ -406,7 +602,12 @@ impl NewMasterLink {
 
     /// This master's cluster is ready: tells the old master, waits for its `go` (or its end),
     /// then tells systemd this is the main process now, and lets `dispatchctl` find it by name.
-    pub(super) fn announce_ready(mut self, marker: PathBuf) {
+    pub(super) fn announce_ready(
+        mut self,
+        marker: PathBuf,
+        events: mpsc::UnboundedSender<UpgradeEvent>,
+        state_wait: Duration,
+    ) {
         tokio::spawn(async move {
             let pid = std::process::id();
             let _ = self
@@ -418,8 +619,28 @@ impl NewMasterLink {
                     tracing::info!("upgrade: the old master handed over; this master serves");
                     // The old master named this one the main process already.
                     systemd::notify(&format!("READY=1\nSTATUS=upgraded: master pid {pid}"));
+                    let _ = events.send(UpgradeEvent::TookOver);
+                    let line = tokio::time::timeout(
+                        state_wait,
+                        read_line_up_to(&mut self.reader, MAX_STATE_LINE),
+                    )
+                    .await;
+                    let state = match line {
+                        Ok(Ok(Some(line))) => parse_state_line(&line),
+                        Ok(_) => None,
+                        Err(_) => {
+                            tracing::error!(
+                                "upgrade: the old master sent no state within {state_wait:?}: \
+                                 services with handover hooks start fresh"
+                            );
+                            None
+                        }
+                    };
+                    let _ = events.send(UpgradeEvent::Inherited(state));
                 }
                 _ => {
+                    let _ = events.send(UpgradeEvent::TookOver);
+                    let _ = events.send(UpgradeEvent::Inherited(None));
                     tracing::warn!(
                         "upgrade: the old master left without handing over; this master serves"
                     );
