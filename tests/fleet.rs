@@ -280,7 +280,7 @@ fn a_fleet_singleton_is_active_on_one_host_and_fails_over_50_times() {
     let worst = takeovers.last().copied().unwrap_or_default();
     println!(
         "measured: 50 SIGKILLs of the leader, never two active; takeover median {:?}, worst \
-         {worst:?} (lease {SINGLETON_LEASE:?}: a standby tries every tenth of it)",
+         {worst:?} (lease {SINGLETON_LEASE:?}: a standby looks again when the lease runs out)",
         takeovers[takeovers.len() / 2]
     );
     // Bound: the lease after the last renewal, a tenth of it for the standby to try, and the

@@ -5,8 +5,10 @@
 //!
 //! Safety: a Library serves only while its lease is trusted (`Leadership::active`: up to 80 %
 //! of the lease after the renewal was sent), which ends before Redis lets anyone else take it.
-//! Takeover: a standby tries every tenth of the lease, so a dead leader is replaced at most a
-//! lease and a tenth after its last renewal. A Library that stops releases its leases at once.
+//! Takeover: a standby looks again when the holder's lease runs out (its PTTL, plus 2 ms), and
+//! at least every tenth of the lease, so a dead leader is replaced a few milliseconds after its
+//! lease ends: within one lease of its last renewal. A Library that stops releases its leases
+//! at once.
 //!
 //! Without the `redis` feature there is no fleet, and most of this is unused.
 #![cfg_attr(not(feature = "redis"), allow(unused_imports, dead_code))]
@@ -106,8 +108,14 @@ pub(crate) fn elect(
                 },
                 None => Err("cannot connect".to_owned()),
             };
+            // On standby: look again when the leader's lease runs out (a dead leader is
+            // replaced a few milliseconds after its lease ends), and at least every tenth.
+            let mut pause = ttl / 10;
             let (active, leader) = match outcome {
-                Ok((active, leader, trusted)) => {
+                Ok((active, leader, trusted, left)) => {
+                    if let Some(left) = left {
+                        pause = pause.min(left + Duration::from_millis(2));
+                    }
                     if down {
                         down = false;
                         tracing::info!(%service, "the fleet's Redis answers again");
@@ -150,7 +158,9 @@ pub(crate) fn elect(
                 });
                 was = Some((active, leader));
             }
-            let pause = if active { ttl / 4 } else { ttl / 10 };
+            if active {
+                pause = ttl / 4;
+            }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 done = &mut stop => {
@@ -169,20 +179,26 @@ pub(crate) fn elect(
     stop_tx
 }
 
-/// One election step: renew or acquire, then read who leads.
+/// One election step: renew or acquire, then read who leads (and, on standby, how long its
+/// lease has left).
 #[cfg(feature = "redis")]
 async fn step(
     lease: &mut crate::schedule::lease::Lease,
     c: &mut redis::aio::MultiplexedConnection,
     host: &str,
-) -> redis::RedisResult<(bool, Option<String>, Option<std::time::Instant>)> {
+) -> redis::RedisResult<(
+    bool,
+    Option<String>,
+    Option<std::time::Instant>,
+    Option<Duration>,
+)> {
     let active = lease.step(c).await?;
-    let leader = if active {
-        Some(host.to_owned())
+    let (leader, left) = if active {
+        (Some(host.to_owned()), None)
     } else {
-        lease.holder(c).await?
+        (lease.holder(c).await?, lease.remaining(c).await?)
     };
-    Ok((active, leader, lease.trusted_until()))
+    Ok((active, leader, lease.trusted_until(), left))
 }
 
 #[cfg(feature = "redis")]

@@ -195,6 +195,15 @@ impl Lease {
         redis::cmd("GET").arg(&self.key).query_async(conn).await
     }
 
+    /// How long the lease has left, as Redis says (`None`: no one holds it).
+    pub(crate) async fn remaining(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Option<Duration>> {
+        let ms: i64 = redis::cmd("PTTL").arg(&self.key).query_async(conn).await?;
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+
     /// Gives the lease up (if still ours), so that another host takes over at once.
     pub(crate) async fn release(&mut self, conn: &mut MultiplexedConnection) {
         self.held = None;
