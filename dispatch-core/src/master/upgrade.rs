@@ -60,6 +60,8 @@ const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a new master inherits: the old Library's snapshots, by service name.
 pub(super) type Inherited = Vec<(String, serde_bytes::ByteBuf)>;
+/// Where the old master puts the snapshots for the link's task to send.
+pub(super) type StateSender = oneshot::Sender<Option<Inherited>>;
 
 /// This build, as the link names it.
 fn build() -> String {
@@ -209,7 +211,7 @@ impl Master {
     fn spawn_new_master(
         &mut self,
         exe: &std::path::Path,
-    ) -> Result<(u32, oneshot::Sender<()>, oneshot::Sender<Option<Inherited>>), ClusterError> {
+    ) -> Result<(u32, oneshot::Sender<()>, StateSender), ClusterError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ClusterError::io("cannot create the upgrade link", e))?;
         let (fds, names) = self.listeners.raw_fds_with(&self.config.listen);
@@ -426,7 +428,7 @@ fn to_hex(bytes: &[u8]) -> String {
 /// The bytes of lowercase or uppercase hex; `None` if it is not hex.
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16);
