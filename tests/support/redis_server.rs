@@ -1,9 +1,11 @@
-//! A `redis-server` of one test alone (loopback, free port, no persistence, killed on drop), as
-//! `tests/config_sync.rs` starts one. Included with `#[path]` by the tests that need it.
+//! A `redis-server` of one test alone (loopback, free port, no persistence, killed on drop).
+//! Included with `#[path]` by the tests that need it (`config_sync`, `fleet`,
+//! `schedule_example`).
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,21 +13,38 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 impl RedisServer {
     /// Starts one on a free loopback port and waits until it answers PING.
     pub fn start() -> RedisServer {
-        let port = crate::support::free_port();
+        RedisServer::on(crate::support::free_port())
+    }
+
+    /// Starts one on `port` and waits until it answers PING.
+    pub fn on(port: u16) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("dispatch-redis-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn(&[]);
+        server
+    }
+
+    /// Runs the server with `extra` arguments and waits until it answers PING (with the
+    /// `--requirepass` among them, if any).
+    fn spawn(&mut self, extra: &[&str]) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string()])
+        cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(&self.dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -38,24 +57,25 @@ impl RedisServer {
             ),
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
-        let server = RedisServer {
-            child: Some(child),
-            port,
-            dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1));
         loop {
-            let ping = server.try_client().and_then(|mut c| {
+            let ping = self.connection(password.copied()).and_then(|mut c| {
                 redis::cmd("PING")
                     .query::<String>(&mut c)
                     .map_err(|e| e.to_string())
             });
             if ping.is_ok() {
-                return server;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not answer: {ping:?}"
+                "redis-server did not answer on port {}: {ping:?}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -66,25 +86,34 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn try_client(&self) -> Result<redis::Connection, String> {
-        redis::Client::open(self.url())
+    /// A connection, with `password` if the server asks for one.
+    pub fn connection(&self, password: Option<&str>) -> Result<redis::Connection, String> {
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url)
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
             .map_err(|e| e.to_string())
     }
 
     /// A connection to it.
     pub fn client(&self) -> redis::Connection {
-        self.try_client().expect("connect to the test's Redis")
+        self.connection(None).expect("connect to the test's Redis")
     }
-}
 
-impl RedisServer {
     /// Kills the server at once (SIGKILL): connections drop without a goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts it again on the same port, empty (no persistence), with `extra` arguments.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.kill();
+        self.spawn(extra);
     }
 }
 

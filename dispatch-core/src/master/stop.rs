@@ -59,6 +59,17 @@ impl Master {
         let _ = self.await_exits(&left, None).await;
     }
 
+    /// A child exited while the cluster stops: forgotten, and logged with its cause.
+    pub(super) fn stopped(&mut self, kind: ChildKind, pid: u32, status: std::process::ExitStatus) {
+        let killed = self.procs.remove(&pid).and_then(|p| p.killed);
+        tracing::info!(
+            pid,
+            "the {} stopped ({})",
+            kind.label(),
+            describe_kill(status, killed)
+        );
+    }
+
     /// Consumes events until none of `pids` is alive or the deadline passes. With a deadline, a
     /// stop signal ends the wait early and is returned.
     pub(super) async fn await_exits(
@@ -76,15 +87,7 @@ impl Master {
                 () = sleep_until(deadline) => return None,
             };
             match event {
-                Some(ChildEvent::Exited { kind, pid, status }) => {
-                    let killed = self.procs.remove(&pid).and_then(|p| p.killed);
-                    tracing::info!(
-                        pid,
-                        "the {} stopped ({})",
-                        kind.label(),
-                        describe_kill(status, killed)
-                    );
-                }
+                Some(ChildEvent::Exited { kind, pid, status }) => self.stopped(kind, pid, status),
                 Some(
                     ChildEvent::Message { .. }
                     | ChildEvent::Broken { .. }

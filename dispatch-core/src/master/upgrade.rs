@@ -25,7 +25,7 @@
 //! them and admits the calls it held. A counter incremented without pause through an upgrade
 //! loses no increment. Calls to services without hooks are never held.
 
-use super::child::{describe_kill, ChildEvent};
+use super::child::ChildEvent;
 use super::state::{Flow, Master};
 use crate::admin::{RETIRING_FILE, UPGRADING_FILE};
 use crate::cluster_error::ClusterError;
@@ -375,13 +375,7 @@ impl Master {
                     };
                 }
                 ChildEvent::Exited { kind, pid, status } => {
-                    let killed = self.procs.remove(&pid).and_then(|p| p.killed);
-                    tracing::info!(
-                        pid,
-                        "the {} stopped ({})",
-                        kind.label(),
-                        describe_kill(status, killed)
-                    );
+                    self.stopped(kind, pid, status);
                     if pid == lib {
                         tracing::error!(
                             "upgrade: the library ended before its snapshot: the new build's \
