@@ -6,20 +6,57 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::upgrade::{await_group_gone, ctl, text, v1, v2, Installed};
 
+/// Everything a fake notify socket hears, read without pause by a thread of its own, as
+/// systemd reads its socket (a socket nobody reads holds ten datagrams, then blocks or drops).
+struct Heard {
+    all: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Heard {
+    fn listen(socket: UnixDatagram) -> Heard {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("timeout");
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (into, done) = (Arc::clone(&all), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if let Ok(mut all) = into.lock() {
+                        all.push(datagram);
+                    }
+                }
+            }
+        });
+        Heard { all, stop }
+    }
+}
+
+impl Drop for Heard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The datagrams received so far, in order.
-fn drain(socket: &UnixDatagram, into: &mut Vec<String>) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = socket.recv(&mut buf) {
-        into.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+fn drain(heard: &Heard, into: &mut Vec<String>) {
+    if let Ok(all) = heard.all.lock() {
+        into.clone_from(&all);
     }
 }
 
 /// Waits until a datagram satisfies `what`; returns everything received.
 fn await_datagram(
-    socket: &UnixDatagram,
+    socket: &Heard,
     got: &mut Vec<String>,
     what: impl Fn(&str) -> bool,
     limit: Duration,
@@ -52,10 +89,7 @@ fn notify_socket_hears_the_documented_sequence() {
     let dir = support::TempPath::new("dispatch-sdnotify");
     std::fs::create_dir_all(&dir.0).expect("dir");
     let path = dir.0.join("notify");
-    let socket = UnixDatagram::bind(&path).expect("bind the fake notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(10)))
-        .expect("timeout");
+    let socket = Heard::listen(UnixDatagram::bind(&path).expect("bind the fake notify socket"));
     let app = Installed::new("dispatch-sdnotify-app", &v1());
     let name = format!("sdnotify-{}", std::process::id());
     let notify = path.to_string_lossy().into_owned();
@@ -140,10 +174,8 @@ fn start_with_passed_socket(fd: std::os::fd::RawFd, env: &[(&str, &str)]) -> Sta
     let dir = support::TempPath::new(&format!("dispatch-sdpass-{fd}"));
     std::fs::create_dir_all(&dir.0).expect("dir");
     let notify_path = dir.0.join("notify");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind the fake notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(10)))
-        .expect("timeout");
+    let notify =
+        Heard::listen(UnixDatagram::bind(&notify_path).expect("bind the fake notify socket"));
     let mut cmd = std::process::Command::new("sh");
     // `exec` keeps the shell's pid: LISTEN_PID is the master's.
     cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
@@ -187,7 +219,7 @@ fn start_with_passed_socket(fd: std::os::fd::RawFd, env: &[(&str, &str)]) -> Sta
 struct Started {
     child: std::process::Child,
     _guard: support::upgrade::GroupGuard,
-    notify: UnixDatagram,
+    notify: Heard,
     _dir: support::TempPath,
 }
 
@@ -300,4 +332,55 @@ fn a_cluster_serves_on_a_unix_socket_systemd_passes() {
         "{log}"
     );
     drop(listener);
+}
+
+/// Found by the suite on a busy machine: a notify socket nobody reads (its kernel queue holds
+/// ten datagrams) blocked the master in `send`, its event loop with it: no status, no reload,
+/// an upgrade that never ended. The master must never wait for systemd.
+#[test]
+fn a_notify_socket_nobody_reads_never_blocks_the_master() {
+    let dir = support::TempPath::new("dispatch-sdnotify-deaf");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let path = dir.0.join("notify");
+    // Bound and never read.
+    let _deaf = UnixDatagram::bind(&path).expect("bind the fake notify socket");
+    let app = Installed::new("dispatch-sdnotify-deaf-app", &v1());
+    let name = format!("sdnotify-deaf-{}", std::process::id());
+    let notify = path.to_string_lossy().into_owned();
+    let cluster = support::Cluster::start_bin(
+        &app.path,
+        &[],
+        &[
+            ("UPGRADE_NAME", name.as_str()),
+            ("NOTIFY_SOCKET", notify.as_str()),
+            // A ping every 10 ms: the socket's queue is full within a tenth of a second.
+            ("WATCHDOG_USEC", "20000"),
+        ],
+    );
+    let addr = cluster.listen_addr();
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let status = ctl(&["--cluster", &name, "status"]);
+    let answered = started.elapsed();
+    assert!(
+        status.status.success(),
+        "the master answers with systemd deaf: {}\n--- log\n{}",
+        text(&status),
+        cluster.stderr()
+    );
+    let reload = ctl(&["--cluster", &name, "reload"]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    let (code, body) = support::http::get(&addr, "/").expect("the cluster serves");
+    assert_eq!(code, 200, "{body}");
+    println!("measured: status answered in {answered:?} with systemd reading nothing");
+    let stop = ctl(&["--cluster", &name, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    await_group_gone(cluster.pid() as i32, Duration::from_secs(30));
+    assert!(
+        cluster
+            .stderr()
+            .contains("systemd reads nothing from its notify socket"),
+        "the master says why datagrams are dropped:\n{}",
+        cluster.stderr()
+    );
 }

@@ -43,13 +43,28 @@ pub fn dispatchctl() -> PathBuf {
     path
 }
 
-/// Runs `dispatchctl args…`.
+/// Runs `dispatchctl args…`; killed (and the test failed) if it runs over a minute.
 pub fn ctl(args: &[&str]) -> Output {
-    Command::new(dispatchctl())
+    let mut child = Command::new(dispatchctl())
         .args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("run dispatchctl")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dispatchctl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for dispatchctl").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap dispatchctl");
+            panic!(
+                "dispatchctl {args:?} did not answer within 60 s: {}",
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("read dispatchctl's output")
 }
 
 /// stdout and stderr of a run, for messages.

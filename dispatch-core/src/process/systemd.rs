@@ -17,10 +17,26 @@
 //! - `STOPPING=1` when the cluster starts to stop (not from a master retiring after an upgrade);
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC`, from the master's event loop, so a hung master
 //!   stops pinging.
+//!
+//! The master never waits for systemd: its datagrams go through a queue of [`QUEUE`] to a
+//! thread that sends them in order (each send bounded by [`SEND_TIMEOUT`]). A notify socket
+//! nobody reads (its queue in the kernel is ten datagrams) used to block the master's event
+//! loop in `send`, which then served nothing, not even the upgrade it was in.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The datagrams waiting for the sending thread; past it, a datagram is dropped (counted in
+/// the log).
+const QUEUE: usize = 64;
+/// The longest one send to the notify socket may wait for room there.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The queue to the sending thread (`None` outside systemd, or if the thread cannot start).
+static NOTIFIER: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
 
 /// The variable systemd sets to its notification socket.
 pub(crate) const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -29,27 +45,57 @@ pub(crate) const ENV_WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 /// The pid the watchdog interval is meant for.
 pub(crate) const ENV_WATCHDOG_PID: &str = "WATCHDOG_PID";
 
-/// Sends `state` (`KEY=value` lines) to systemd; returns whether it was sent (false outside
-/// systemd). A failure is logged, never fatal: the cluster serves whether systemd hears or not.
+/// Queues `state` (`KEY=value` lines) for systemd, without waiting; returns whether it was
+/// queued (false outside systemd, or when systemd reads nothing and the queue is full). A
+/// failure is logged, never fatal: the cluster serves whether systemd hears or not.
 pub(crate) fn notify(state: &str) -> bool {
-    let Some(socket) = std::env::var_os(ENV_NOTIFY_SOCKET) else {
+    let notifier = NOTIFIER.get_or_init(|| {
+        let socket = std::env::var_os(ENV_NOTIFY_SOCKET)?
+            .to_string_lossy()
+            .into_owned();
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for state in rx {
+                    match send(&socket, &state) {
+                        Ok(()) => tracing::debug!("told systemd {}", state.replace('\n', " ")),
+                        Err(e) => tracing::warn!(
+                            "cannot notify systemd at {socket} ({}): {e}",
+                            state.replace('\n', " ")
+                        ),
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!("cannot start the thread that notifies systemd: {e}");
+                None
+            }
+        }
+    });
+    let Some(tx) = notifier else {
         return false;
     };
-    let socket = socket.to_string_lossy().into_owned();
-    match send(&socket, state) {
-        Ok(()) => {
-            tracing::debug!("told systemd {}", state.replace('\n', " "));
-            true
-        }
-        Err(e) => {
-            tracing::warn!("cannot notify systemd at {socket}: {e}");
+    match tx.try_send(state.to_owned()) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            // Only a watchdog ping or a status is lost: systemd reads nothing anyway.
+            tracing::warn!(
+                "systemd reads nothing from its notify socket ({QUEUE} datagrams wait): dropped \
+                 {}",
+                state.replace('\n', " ")
+            );
             false
         }
+        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 
 fn send(socket: &str, state: &str) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
+    sock.set_write_timeout(Some(SEND_TIMEOUT))?;
     if let Some(name) = socket.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt as _;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
