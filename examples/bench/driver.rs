@@ -557,3 +557,35 @@ fn pin(cpu: usize) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The workloads `bench ARGS` runs, in order.
+    fn runs(args: &[&str]) -> Vec<&'static str> {
+        let args = Args::parse(args.iter().map(|a| a.to_string())).expect("valid arguments");
+        jobs(&args).iter().map(|job| job.workload.name()).collect()
+    }
+
+    #[test]
+    fn floors_and_plain_tarpc_run_before_what_is_compared_to_them() {
+        assert_eq!(runs(&["--workload", "w1"]), ["floor", "tarpc-w1", "w1"]);
+        assert_eq!(
+            runs(&["--workload", "w2"]),
+            ["floor-pipelined", "tarpc-w2", "w2"]
+        );
+        assert_eq!(
+            runs(&[])[..7],
+            [
+                "floor",
+                "floor",
+                "floor-pipelined",
+                "floor-pipelined",
+                "tarpc-w1",
+                "tarpc-w2",
+                "w1"
+            ]
+        );
+    }
+}
