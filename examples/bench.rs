@@ -7,16 +7,18 @@
 //!
 //! Always build with `--release`. Every workload runs in fresh processes: this binary (the
 //! *driver*) starts itself again as a cluster (`--role cluster`: a master, which starts the
-//! Library and the workers from the same binary) or as a raw floor pair (`--role floor-server`,
-//! `--role floor-client`). Workers and floor clients measure and print one `BENCH key=value …`
+//! Library and the workers from the same binary), as a raw floor pair (`--role floor-server`,
+//! `--role floor-client`) or as a plain tarpc pair (`--role tarpc-server`, `--role tarpc-client`). Workers and floor clients measure and print one `BENCH key=value …`
 //! line each on stdout; the driver sums them up and prints a table, or JSON lines with `--json`.
 //!
 //! | workload          | layout                      | does                                        |
 //! |-------------------|-----------------------------|---------------------------------------------|
 //! | `floor`           | 1 server + 1 client process | raw length-prefixed ping-pong over a tokio `UnixStream`, 16 B and `--payload` B, 1 in flight, 20,000 rounds after 2,000 |
 //! | `floor-pipelined` | 1 server + W clients        | the same with C in flight per client, for S seconds (W, C: w2's) |
-//! | `w1`              | Library + 1 worker          | `Demo::get_name()`, 1 in flight, 20,000 calls after 2,000; vs `floor` 16 B |
-//! | `w2`              | Library + 2 workers         | `get_name`, 32 in flight per worker, for S seconds; vs `floor-pipelined` 16 B |
+//! | `tarpc-w1`        | 1 server + 1 client process | plain tarpc 0.38 (serde_transport, bincode, Unix socket): `get_name()`, as w1 |
+//! | `tarpc-w2`        | 1 server + W clients        | plain tarpc: `get_name()`, C in flight per client, as w2 (W, C: w2's) |
+//! | `w1`              | Library + 1 worker          | `Demo::get_name()`, 1 in flight, 20,000 calls after 2,000; vs `floor` 16 B and `tarpc-w1` |
+//! | `w2`              | Library + 2 workers         | `get_name`, 32 in flight per worker, for S seconds; vs `floor-pipelined` 16 B and `tarpc-w2` |
 //! | `w3`              | Library + 1 worker          | `Demo::echo` of a 4 KiB `ByteBuf`, as w1; vs `floor` 4 KiB |
 //! | `startup`         | master + Library + 2 workers | from spawning the master to cluster ready, median of 10 |
 //! | `rss`             | master + Library + 2 workers | sum of VmRSS after 0.5 s of w2's load      |
@@ -25,7 +27,7 @@
 //! | `stream`          | Library + 2 workers         | `--calls` values published on one keyed subscription both workers hold: items/s, publish → receipt; beside `messages` |
 //!
 //! Options: `--workload NAME|all` (default `all`), `--workers N` and `--inflight C` (for the
-//! multi-worker workloads: w2, floor-pipelined, startup, rss), `--duration-secs S` (default 10),
+//! multi-worker workloads: w2, floor-pipelined, tarpc-w2, startup, rss), `--duration-secs S` (default 10),
 //! `--payload BYTES` (w3 and the large floor; default 4096), `--calls N` / `--warmup N` (default
 //! 20,000 / 2,000), `--pin CPU` (every process of the run on one CPU), `--json`.
 //!
@@ -62,6 +64,8 @@ mod floor;
 mod measure;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/tarpc_peer.rs"]
+mod tarpc_peer;
 
 /// The one service of the benchmark cluster.
 #[derive(Debug, Default)]
@@ -143,6 +147,10 @@ enum Role {
     FloorServer,
     /// The measuring side of the floor.
     FloorClient,
+    /// The server of plain tarpc.
+    TarpcServer,
+    /// The measuring client of plain tarpc.
+    TarpcClient,
 }
 
 /// One workload.
@@ -153,6 +161,8 @@ enum Workload {
     W3,
     Floor,
     FloorPipelined,
+    TarpcW1,
+    TarpcW2,
     Startup,
     Rss,
     Recovery,
@@ -162,11 +172,13 @@ enum Workload {
 }
 
 impl Workload {
-    /// Every workload, in the order `all` runs them (floors first: the others are compared to
-    /// them).
-    const ALL: [Workload; 11] = [
+    /// Every workload, in the order `all` runs them (floors and plain tarpc first: the others
+    /// are compared to them).
+    const ALL: [Workload; 13] = [
         Workload::Floor,
         Workload::FloorPipelined,
+        Workload::TarpcW1,
+        Workload::TarpcW2,
         Workload::W1,
         Workload::W2,
         Workload::W3,
@@ -185,6 +197,8 @@ impl Workload {
             Workload::W3 => "w3",
             Workload::Floor => "floor",
             Workload::FloorPipelined => "floor-pipelined",
+            Workload::TarpcW1 => "tarpc-w1",
+            Workload::TarpcW2 => "tarpc-w2",
             Workload::Startup => "startup",
             Workload::Rss => "rss",
             Workload::Recovery => "recovery",
@@ -201,7 +215,10 @@ impl Workload {
     /// Whether it runs for `--duration-secs` with many calls in flight (otherwise: a fixed
     /// number of calls, one at a time).
     fn pipelined(self) -> bool {
-        matches!(self, Workload::W2 | Workload::FloorPipelined)
+        matches!(
+            self,
+            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2
+        )
     }
 
     /// Whether `--workers` applies (the others have their fixed layout).
@@ -210,6 +227,7 @@ impl Workload {
             self,
             Workload::W2
                 | Workload::FloorPipelined
+                | Workload::TarpcW2
                 | Workload::Startup
                 | Workload::Rss
                 | Workload::Messages
@@ -221,7 +239,7 @@ impl Workload {
     fn takes_inflight(self) -> bool {
         matches!(
             self,
-            Workload::W2 | Workload::FloorPipelined | Workload::Rss
+            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2 | Workload::Rss
         )
     }
 }
@@ -252,7 +270,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|startup|rss|recovery|all] \
+    "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|tarpc-w1|tarpc-w2|startup|rss|recovery|all] \
 [--workers N] [--inflight C] [--duration-secs S] [--payload BYTES] [--calls N] [--warmup N] \
 [--pin CPU] [--json] [--no-metrics] (workloads also: messages, stream, config)";
 
@@ -321,6 +339,8 @@ impl Args {
                         "cluster" => Role::Cluster,
                         "floor-server" => Role::FloorServer,
                         "floor-client" => Role::FloorClient,
+                        "tarpc-server" => Role::TarpcServer,
+                        "tarpc-client" => Role::TarpcClient,
                         other => bail!("unknown role {other}"),
                     }
                 }
@@ -359,7 +379,7 @@ impl Job {
     /// `workload` with its own layout, changed by the options that apply to it.
     fn new(workload: Workload, args: &Args) -> Job {
         let (workers, inflight) = match workload {
-            Workload::W2 | Workload::FloorPipelined | Workload::Rss => (2, 32),
+            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2 | Workload::Rss => (2, 32),
             Workload::Startup | Workload::Messages | Workload::Stream | Workload::Config => (2, 0),
             _ => (1, 1),
         };
@@ -475,6 +495,8 @@ fn main() -> ExitCode {
         Role::Cluster => cluster::run(&args),
         Role::FloorServer => floor::serve(&args),
         Role::FloorClient => floor::client(&args),
+        Role::TarpcServer => tarpc_peer::serve(&args),
+        Role::TarpcClient => tarpc_peer::client(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -81,7 +81,9 @@ async fn work(worker: &Worker, job: &Job, redis: Option<&str>) -> Result<Option<
             let url = redis.context("the config workload runs with --redis URL")?;
             crate::config::work(worker, job, url).await.map(Some)
         }
-        Workload::Floor | Workload::FloorPipelined => bail!("the floor runs without a cluster"),
+        Workload::Floor | Workload::FloorPipelined | Workload::TarpcW1 | Workload::TarpcW2 => {
+            bail!("the floor and plain tarpc run without a cluster")
+        }
     }
 }
 

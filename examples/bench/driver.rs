@@ -30,23 +30,51 @@ async fn drive(args: &Args) -> Result<bool> {
     warn_unused_options(args);
     let printer = Printer::new(args.json, args.pin);
     printer.preamble();
-    // calls/s of each floor row, by (workload, payload), for the ratios.
-    let mut floors: HashMap<(Workload, usize), f64> = HashMap::new();
+    // Each floor's and plain tarpc's row, by (workload, payload), for the ratios.
+    let mut peers: HashMap<(Workload, usize), Peer> = HashMap::new();
     let mut all_ok = true;
     for job in jobs(args) {
         let mut row = run_job(job).await;
-        if let (Workload::Floor | Workload::FloorPipelined, Some(calls)) =
-            (job.workload, &row.calls)
+        if let (
+            Workload::Floor | Workload::FloorPipelined | Workload::TarpcW1 | Workload::TarpcW2,
+            Some(calls),
+        ) = (job.workload, &row.calls)
         {
-            floors.insert((job.workload, job.payload), calls.per_sec);
+            let peer = Peer {
+                per_sec: calls.per_sec,
+                server_cpu_us: calls.server_cpu_us,
+                client_cpu_us: calls.client_cpu_us,
+            };
+            peers.insert((job.workload, job.payload), peer);
         }
-        row.vs_floor =
-            floor_of(&job).and_then(|key| Some(row.calls.as_ref()?.per_sec / floors.get(&key)?));
+        row.vs_floor = floor_of(&job)
+            .and_then(|key| Some(row.calls.as_ref()?.per_sec / peers.get(&key)?.per_sec));
+        if let (Some(peer), Some(calls)) =
+            (tarpc_of(&job).and_then(|w| peers.get(&(w, 0))), &row.calls)
+        {
+            row.vs_tarpc = Some(calls.per_sec / peer.per_sec);
+            row.server_cpu_vs_tarpc = Some(calls.server_cpu_us / peer.server_cpu_us);
+            row.details.push(format!(
+                "vs plain tarpc: {:.2}x its calls/s; CPU per call {:.2}x its server's in the \
+                 Library, {:.2}x its client's in a worker",
+                calls.per_sec / peer.per_sec,
+                calls.server_cpu_us / peer.server_cpu_us,
+                calls.client_cpu_us / peer.client_cpu_us,
+            ));
+        }
         row.target = report::target(&row, args.pin.is_some());
         all_ok &= row.error.is_none();
         printer.row(&row);
     }
     Ok(all_ok)
+}
+
+/// What a workload is compared to: a floor's or plain tarpc's figures, from the same run.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    per_sec: f64,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 /// Says so when `--workers` or `--inflight` was given for a workload with a fixed layout.
@@ -62,7 +90,8 @@ fn warn_unused_options(args: &Args) {
     }
 }
 
-/// The jobs to run, floors first; a workload compared to a floor brings that floor along.
+/// The jobs to run, floors and plain tarpc first; a workload compared to a floor or to plain
+/// tarpc brings it along.
 fn jobs(args: &Args) -> Vec<Job> {
     let wanted = args.workload.map_or(Workload::ALL.to_vec(), |w| vec![w]);
     let mut jobs: Vec<Job> = Vec::new();
@@ -75,8 +104,14 @@ fn jobs(args: &Args) -> Vec<Job> {
         if matches!(workload, Workload::Floor | Workload::FloorPipelined) {
             add(Job::new(workload, args).with_payload(16));
             add(Job::new(workload, args));
-        } else if let Some((floor, payload)) = floor_of(&Job::new(workload, args)) {
-            add(Job::new(floor, args).with_payload(payload));
+        } else {
+            let job = Job::new(workload, args);
+            if let Some((floor, payload)) = floor_of(&job) {
+                add(Job::new(floor, args).with_payload(payload));
+            }
+            if let Some(peer) = tarpc_of(&job) {
+                add(Job::new(peer, args));
+            }
         }
     }
     for &workload in &wanted {
@@ -99,10 +134,20 @@ fn floor_of(job: &Job) -> Option<(Workload, usize)> {
     }
 }
 
+/// The plain tarpc workload a workload is compared to (its payload is 0).
+fn tarpc_of(job: &Job) -> Option<Workload> {
+    match job.workload {
+        Workload::W1 => Some(Workload::TarpcW1),
+        Workload::W2 => Some(Workload::TarpcW2),
+        _ => None,
+    }
+}
+
 /// The row of one job (an error is a row too).
 async fn run_job(job: Job) -> Row {
     let result = match job.workload {
-        Workload::Floor | Workload::FloorPipelined => floor(job).await,
+        Workload::Floor | Workload::FloorPipelined => pair(job, "floor").await,
+        Workload::TarpcW1 | Workload::TarpcW2 => pair(job, "tarpc").await,
         Workload::W1 | Workload::W2 | Workload::W3 => calls(job).await,
         Workload::Messages => messages(job).await,
         Workload::Stream => stream(job).await,
@@ -171,19 +216,21 @@ async fn config(job: Job) -> Result<Row> {
     Ok(row)
 }
 
-async fn floor(job: Job) -> Result<Row> {
+/// A server process and `job.workers` measuring clients (roles `{kind}-server`,
+/// `{kind}-client`): the floor, or plain tarpc.
+async fn pair(job: Job, kind: &str) -> Result<Row> {
     let socket = SocketPath::new()?;
-    let mut server_args = job.child_args("floor-server");
+    let mut server_args = job.child_args(&format!("{kind}-server"));
     server_args.extend(["--socket".into(), socket.0.display().to_string()]);
     let mut server = Proc::spawn(server_args, None)?;
     let listening = tokio::time::timeout(Duration::from_secs(10), server.next_line()).await;
     match listening {
         Ok(Ok(Some(line))) if line == "LISTENING" => {}
-        _ => bail!("the floor server did not start"),
+        _ => bail!("the {kind} server did not start"),
     }
     let mut clients = Vec::new();
     for _ in 0..job.workers {
-        let mut client_args = job.child_args("floor-client");
+        let mut client_args = job.child_args(&format!("{kind}-client"));
         client_args.extend(["--socket".into(), socket.0.display().to_string()]);
         clients.push(Proc::spawn(client_args, Some(server.pid))?);
     }
@@ -509,4 +556,36 @@ fn pin(cpu: usize) -> Result<()> {
         "asked to pin to CPU {cpu}, runs on {allowed}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The workloads `bench ARGS` runs, in order.
+    fn runs(args: &[&str]) -> Vec<&'static str> {
+        let args = Args::parse(args.iter().map(|a| a.to_string())).expect("valid arguments");
+        jobs(&args).iter().map(|job| job.workload.name()).collect()
+    }
+
+    #[test]
+    fn floors_and_plain_tarpc_run_before_what_is_compared_to_them() {
+        assert_eq!(runs(&["--workload", "w1"]), ["floor", "tarpc-w1", "w1"]);
+        assert_eq!(
+            runs(&["--workload", "w2"]),
+            ["floor-pipelined", "tarpc-w2", "w2"]
+        );
+        assert_eq!(
+            runs(&[])[..7],
+            [
+                "floor",
+                "floor",
+                "floor-pipelined",
+                "floor-pipelined",
+                "tarpc-w1",
+                "tarpc-w2",
+                "w1"
+            ]
+        );
+    }
 }

@@ -150,7 +150,7 @@ fn frame_buffered(conn: &Conn) -> bool {
 }
 
 /// The runtime flavour the cluster's processes use.
-fn current_thread() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn current_thread() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)

@@ -13,6 +13,10 @@ pub(crate) struct Row {
     pub(crate) metric: Option<Metric>,
     /// calls/s over the calls/s of the floor it is compared to (same run).
     pub(crate) vs_floor: Option<f64>,
+    /// calls/s over the calls/s of plain tarpc doing the same calls (same run).
+    pub(crate) vs_tarpc: Option<f64>,
+    /// Library CPU per call over plain tarpc's server CPU per call (same run).
+    pub(crate) server_cpu_vs_tarpc: Option<f64>,
     pub(crate) target: Option<Target>,
     /// Extra facts, printed under the row in the table and as `details` in JSON.
     pub(crate) details: Vec<String>,
@@ -28,9 +32,9 @@ pub(crate) struct Calls {
     pub(crate) p50_us: f64,
     /// The highest p99 of the measuring processes.
     pub(crate) p99_us: f64,
-    /// CPU time per call in the Library (floor: the server).
+    /// CPU time per call in the Library (floor, tarpc: the server).
     pub(crate) server_cpu_us: f64,
-    /// CPU time per call in the workers (floor: the clients).
+    /// CPU time per call in the workers (floor, tarpc: the clients).
     pub(crate) client_cpu_us: f64,
 }
 
@@ -64,6 +68,8 @@ impl Row {
             calls: None,
             metric: None,
             vs_floor: None,
+            vs_tarpc: None,
+            server_cpu_vs_tarpc: None,
             target: None,
             details: Vec::new(),
             error: None,
@@ -182,14 +188,15 @@ impl Printer {
             load.join(" ")
         );
         println!(
-            "srv/cli cpu: CPU µs per call in the Library (floor: the server) and in a worker \
-             (floor: a client); unlike calls/s, barely affected by other load"
+            "srv/cli cpu: CPU µs per call in the Library (floor, tarpc: the server) and in a \
+             worker (floor, tarpc: a client); unlike calls/s, barely affected by other load; \
+             vs floor, vs tarpc: calls/s over theirs"
         );
         println!(
             "{}",
             columns([
                 "workload", "workers", "inflight", "payload", "calls/s", "p50 µs", "p99 µs",
-                "srv cpu", "cli cpu", "result", "vs floor", "target", "met",
+                "srv cpu", "cli cpu", "result", "vs floor", "vs tarpc", "target", "met",
             ])
         );
     }
@@ -227,6 +234,7 @@ impl Printer {
             calls.map_or_else(dash, |c| format!("{:.2}", c.client_cpu_us)),
             result,
             row.vs_floor.map_or_else(dash, |r| format!("{r:.2}x")),
+            row.vs_tarpc.map_or_else(dash, |r| format!("{r:.2}x")),
             row.target.as_ref().map_or_else(dash, |t| t.text.clone()),
             row.target.as_ref().map_or(String::new(), |t| {
                 if t.met { "yes" } else { "NO" }.to_owned()
@@ -243,12 +251,12 @@ impl Printer {
 }
 
 /// One table line: the cells aligned under the header.
-fn columns(cells: [&str; 13]) -> String {
-    let [workload, workers, inflight, payload, per_sec, p50, p99, srv, cli, result, vs_floor, target, met] =
+fn columns(cells: [&str; 14]) -> String {
+    let [workload, workers, inflight, payload, per_sec, p50, p99, srv, cli, result, vs_floor, vs_tarpc, target, met] =
         cells;
     format!(
         "{workload:<16}{workers:>8}{inflight:>9}{payload:>8}{per_sec:>11}{p50:>9}{p99:>9}\
-         {srv:>8}{cli:>8}{result:>12}{vs_floor:>9}  {target:<24}{met}"
+         {srv:>8}{cli:>8}{result:>12}{vs_floor:>9}{vs_tarpc:>9}  {target:<24}{met}"
     )
     .trim_end()
     .to_owned()
@@ -310,6 +318,10 @@ fn json(row: &Row, pin: Option<usize>) -> String {
     }
     if row.vs_floor.is_some() {
         fields.push(("vs_floor", number(row.vs_floor, 3)));
+    }
+    if row.vs_tarpc.is_some() {
+        fields.push(("vs_tarpc", number(row.vs_tarpc, 3)));
+        fields.push(("server_cpu_vs_tarpc", number(row.server_cpu_vs_tarpc, 3)));
     }
     if let Some(target) = &row.target {
         fields.push(("target", string(&target.text)));
