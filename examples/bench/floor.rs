@@ -23,6 +23,22 @@ type Conn = BufReader<UnixStream>;
 /// The echo server: accepts one connection per client (`--workers`), echoes every frame, and
 /// exits when all of them have closed. Prints `LISTENING` once it accepts connections.
 pub(crate) fn serve(args: &crate::Args) -> Result<bool> {
+    serve_connections(args, "the floor server", |stream| {
+        echo(BufReader::with_capacity(BUFFER, stream))
+    })
+}
+
+/// A bench server (the floor's, plain tarpc's): binds `--socket`, prints `LISTENING`, serves
+/// each of the `--workers` connections with `conn` on a current-thread runtime, and exits when
+/// all of them have closed, or fails past the job's lifetime.
+pub(crate) fn serve_connections<F>(
+    args: &crate::Args,
+    what: &str,
+    conn: impl Fn(UnixStream) -> F,
+) -> Result<bool>
+where
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     crate::die_with_parent(args.parent)?;
     let job = Job::from_child_args(args)?;
     let socket = args.socket.clone().context("--socket is required")?;
@@ -33,7 +49,7 @@ pub(crate) fn serve(args: &crate::Args) -> Result<bool> {
         let mut connections = tokio::task::JoinSet::new();
         for _ in 0..job.workers {
             let (stream, _) = listener.accept().await?;
-            connections.spawn(echo(BufReader::with_capacity(BUFFER, stream)));
+            connections.spawn(conn(stream));
         }
         while let Some(done) = connections.join_next().await {
             done??;
@@ -43,7 +59,7 @@ pub(crate) fn serve(args: &crate::Args) -> Result<bool> {
     current_thread()?.block_on(async {
         tokio::time::timeout(lifetime(&job), serve)
             .await
-            .context("the floor server outlived its clients' time limit")?
+            .with_context(|| format!("{what} outlived its clients' time limit"))?
     })
 }
 

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::LengthDelimitedCodec;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
 /// The service: `w1`'s and `w2`'s call.
 #[tarpc::service]
@@ -50,32 +50,17 @@ where
 /// The server: accepts one connection per client (`--workers`), serves each until it closes,
 /// then exits. Prints `LISTENING` once it accepts connections.
 pub(crate) fn serve(args: &crate::Args) -> Result<bool> {
-    crate::die_with_parent(args.parent)?;
-    let job = Job::from_child_args(args)?;
-    let socket = args.socket.clone().context("--socket is required")?;
-    let serve = async {
-        let listener =
-            UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-        println!("LISTENING");
-        let mut connections = tokio::task::JoinSet::new();
-        for _ in 0..job.workers {
-            let (stream, _) = listener.accept().await?;
-            let channel = BaseChannel::with_defaults(transport(stream));
-            connections.spawn(channel.execute(PlainServer.serve()).for_each(
-                |response| async move {
-                    tokio::spawn(response);
-                },
-            ));
+    crate::floor::serve_connections(args, "the tarpc server", |stream| {
+        let channel = BaseChannel::with_defaults(transport(stream));
+        let served = channel
+            .execute(PlainServer.serve())
+            .for_each(|response| async move {
+                tokio::spawn(response);
+            });
+        async move {
+            served.await;
+            Ok(())
         }
-        while let Some(done) = connections.join_next().await {
-            done?;
-        }
-        Ok(true)
-    };
-    crate::floor::current_thread()?.block_on(async {
-        tokio::time::timeout(crate::floor::lifetime(&job), serve)
-            .await
-            .context("the tarpc server outlived its clients' time limit")?
     })
 }
 
