@@ -291,10 +291,22 @@ impl Master {
                 }
                 // From the main process itself, before it lets the new one go on: systemd
                 // follows the new master even with `NotifyAccess=main`, and never sees the
-                // main process exit without a successor.
-                systemd::notify(&format!("MAINPID={pid}"));
+                // main process exit without a successor. `go` waits until the datagram is out,
+                // so the new master's `READY=1` never overtakes it.
+                let sent = systemd::notify_acked(&format!("MAINPID={pid}"));
                 if let Some(go) = up.go.take() {
-                    let _ = go.send(());
+                    tokio::spawn(async move {
+                        if let Some(sent) = sent {
+                            let bound = systemd::SEND_TIMEOUT * 2;
+                            if tokio::time::timeout(bound, sent).await.is_err() {
+                                tracing::warn!(
+                                    "upgrade: systemd's socket took over {bound:?} for MAINPID=; \
+                                     the new master goes on anyway"
+                                );
+                            }
+                        }
+                        let _ = go.send(());
+                    });
                 }
                 self.state_for_new_master = up.state.take();
                 tracing::info!(

@@ -33,10 +33,16 @@ use std::time::Duration;
 /// the log).
 const QUEUE: usize = 64;
 /// The longest one send to the notify socket may wait for room there.
-const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The queue to the sending thread (`None` outside systemd, or if the thread cannot start).
-static NOTIFIER: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+static NOTIFIER: OnceLock<Option<SyncSender<Datagram>>> = OnceLock::new();
+
+/// One datagram waiting for the sending thread, and who waits to hear it went out.
+struct Datagram {
+    state: String,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// The variable systemd sets to its notification socket.
 pub(crate) const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -49,16 +55,33 @@ pub(crate) const ENV_WATCHDOG_PID: &str = "WATCHDOG_PID";
 /// queued (false outside systemd, or when systemd reads nothing and the queue is full). A
 /// failure is logged, never fatal: the cluster serves whether systemd hears or not.
 pub(crate) fn notify(state: &str) -> bool {
+    queue(state, None)
+}
+
+/// Queues `state` like [`notify`], and returns what resolves once the datagram was sent (or
+/// its send failed): for a datagram another process's must not overtake (the old master's
+/// `MAINPID=` before the new master's `READY=1`). `None` when nothing was queued. The wait is
+/// bounded by the queue ahead of it, each send by [`SEND_TIMEOUT`]; callers bound it too.
+pub(crate) fn notify_acked(state: &str) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue(state, Some(tx)).then_some(rx)
+}
+
+fn queue(state: &str, sent: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
     let notifier = NOTIFIER.get_or_init(|| {
         let socket = std::env::var_os(ENV_NOTIFY_SOCKET)?
             .to_string_lossy()
             .into_owned();
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Datagram>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("sd-notify".into())
             .spawn(move || {
-                for state in rx {
-                    match send(&socket, &state) {
+                for Datagram { state, sent } in rx {
+                    let result = send(&socket, &state);
+                    if let Some(sent) = sent {
+                        let _ = sent.send(());
+                    }
+                    match result {
                         Ok(()) => tracing::debug!("told systemd {}", state.replace('\n', " ")),
                         Err(e) => tracing::warn!(
                             "cannot notify systemd at {socket} ({}): {e}",
@@ -78,7 +101,10 @@ pub(crate) fn notify(state: &str) -> bool {
     let Some(tx) = notifier else {
         return false;
     };
-    match tx.try_send(state.to_owned()) {
+    match tx.try_send(Datagram {
+        state: state.to_owned(),
+        sent,
+    }) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {
             // Only a watchdog ping or a status is lost: systemd reads nothing anyway.
