@@ -31,7 +31,7 @@ struct Method {
     metrics: Option<MethodMetrics>,
     /// Returns `Result<T, E>`: a reply starting with bincode's `Err` tag is the service's error.
     fallible: bool,
-    /// `#[oneway]`: acknowledged at once, run detached (see `connection::serve_calls`).
+    /// `#[oneway]`: acknowledged at once, run detached (see `calls::serve_calls`).
     oneway: bool,
 }
 

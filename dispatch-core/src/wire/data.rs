@@ -4,14 +4,12 @@
 use super::framing::{framed_stream, FrameBudget, FrameMeter, FrameStream, Framing};
 use crate::error::RemoteError;
 use bincode::Options;
-use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::borrow::Cow;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
-use tarpc::{ClientMessage, Response};
+use tarpc::ClientMessage;
 use tokio::net::UnixStream;
 
 /// Version of this protocol; an Agent and a Library of different versions refuse each other.
@@ -119,93 +117,50 @@ pub(crate) fn raise_frame_limit(framed: &mut Framing, max_frame: usize) {
     framed.get_mut().set_max_frame(max_frame);
 }
 
-/// The tarpc transport over an already handshaken framed stream.
-pub(crate) fn transport<In, Out>(
-    framed: Framing,
-) -> tarpc::serde_transport::Transport<
-    FrameStream,
-    In,
-    Out,
-    tarpc::tokio_serde::formats::Bincode<In, Out>,
->
-where
-    In: for<'de> Deserialize<'de>,
-    Out: Serialize,
-{
-    tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default())
-}
-
-/// What the Library reads and writes on an authenticated connection.
-pub(crate) type ServerTransport = tarpc::serde_transport::Transport<
-    FrameStream,
-    ClientMessage<CallRequest>,
-    Response<CallResponse>,
-    ServerCodec,
->;
-
-/// The Library's tarpc transport over an already handshaken framed stream. Requests are decoded
-/// by [`ServerCodec`], which lowers a deadline past [`MAX_DEADLINE`] instead of letting tarpc
-/// panic on it.
-pub(crate) fn server_transport(framed: Framing) -> ServerTransport {
-    tarpc::serde_transport::new(framed, ServerCodec)
-}
-
-/// The Library's codec: the same bincode as tarpc's (so an Agent needs nothing special), with
-/// every request's deadline brought within [`MAX_DEADLINE`] before tarpc sees it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ServerCodec;
-
-impl tarpc::tokio_serde::Deserializer<ClientMessage<CallRequest>> for ServerCodec {
-    type Error = io::Error;
-
-    fn deserialize(
-        self: Pin<&mut Self>,
-        src: &BytesMut,
-    ) -> Result<ClientMessage<CallRequest>, io::Error> {
-        decode_client_message(src)
-    }
-}
-
-impl tarpc::tokio_serde::Serializer<Response<CallResponse>> for ServerCodec {
-    type Error = io::Error;
-
-    fn serialize(self: Pin<&mut Self>, item: &Response<CallResponse>) -> Result<Bytes, io::Error> {
-        super::codec::encode(item)
-            .map(Bytes::from)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
-}
-
 /// Decodes one request frame as the Library does: never panics, whatever the bytes.
+#[cfg(test)]
 pub(crate) fn decode_client_message(frame: &[u8]) -> Result<ClientMessage<CallRequest>, io::Error> {
-    let frame = clamp_deadline(frame);
-    bincode::DefaultOptions::new()
+    decode_request(frame).map(|(message, _)| message)
+}
+
+/// [`decode_client_message`], and how long the request had left when it was sent (`None` for
+/// a cancellation): zero for a request sent past its deadline (tarpc sends the deadline
+/// relative to the sender's clock, never below zero).
+pub(crate) fn decode_request(
+    frame: &[u8],
+) -> Result<(ClientMessage<CallRequest>, Option<Duration>), io::Error> {
+    let (frame, left) = clamp_deadline(frame);
+    let message = bincode::DefaultOptions::new()
         .deserialize(&frame)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((message, left))
 }
 
 /// A request frame whose deadline is at most [`MAX_DEADLINE`] away: the frame itself when it
 /// already is (or is not a request at all, or is too short to tell: decoding will say why),
-/// else a copy with the deadline lowered.
+/// else a copy with the deadline lowered; and the request's deadline as sent, relative.
 ///
 /// tarpc encodes `ClientMessage::Request` as variant 0 followed by the context, whose first field
 /// is the deadline as a `Duration` relative to the sender's clock (seconds, nanoseconds).
-pub(crate) fn clamp_deadline(frame: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn clamp_deadline(frame: &[u8]) -> (Cow<'_, [u8]>, Option<Duration>) {
     let options = bincode::DefaultOptions::new().allow_trailing_bytes();
     let mut rest = frame;
     let Ok((variant, secs, nanos)) = options.deserialize_from::<_, (u32, u64, u32)>(&mut rest)
     else {
-        return Cow::Borrowed(frame);
+        return (Cow::Borrowed(frame), None);
     };
+    if variant != 0 {
+        return (Cow::Borrowed(frame), None);
+    }
     let deadline = Duration::from_secs(secs).checked_add(Duration::from_nanos(u64::from(nanos)));
-    if variant != 0 || deadline.is_some_and(|d| d <= MAX_DEADLINE) {
-        return Cow::Borrowed(frame);
+    if let Some(left) = deadline.filter(|d| *d <= MAX_DEADLINE) {
+        return (Cow::Borrowed(frame), Some(left));
     }
     let Ok(fixed) = options.serialize(&(variant, MAX_DEADLINE.as_secs(), 0_u32)) else {
-        return Cow::Borrowed(frame);
+        return (Cow::Borrowed(frame), None);
     };
     let mut out = Vec::with_capacity(fixed.len() + rest.len());
     out.extend_from_slice(&fixed);
     out.extend_from_slice(rest);
-    Cow::Owned(out)
+    (Cow::Owned(out), Some(MAX_DEADLINE))
 }

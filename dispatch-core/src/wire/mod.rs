@@ -26,7 +26,7 @@ pub(crate) use control_writer::{ControlWriter, Refused};
 #[cfg(test)]
 pub(crate) use data::MAX_HELLO_FRAME;
 pub(crate) use data::{
-    handshake_framed, payload_limit, raise_frame_limit, server_transport, transport, CallRequest,
-    CallResponse, Hello, TraceParent, Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
+    decode_request, handshake_framed, payload_limit, raise_frame_limit, CallRequest, CallResponse,
+    Hello, TraceParent, Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 pub(crate) use framing::{framed, FrameBudget, Framing};
