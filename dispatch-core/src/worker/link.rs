@@ -2,14 +2,14 @@
 //! and the task that keeps the connection up across Library restarts.
 
 use super::agent::AgentConfig;
+use super::call_client::{CallClient, Dispatch};
 use super::switch::{move_link, Move};
 use crate::cluster_error::ClusterError;
 use crate::process::exit;
 use crate::service::Manifest;
-use crate::wire::{self, CallRequest, CallResponse, Hello, Welcome};
+use crate::wire::{self, Hello, Welcome};
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify};
 /// One live connection to the Library.
 #[derive(Debug)]
 pub(super) struct Link {
-    pub(super) client: tarpc::client::Channel<CallRequest, CallResponse>,
+    pub(super) client: CallClient,
 }
 
 /// Why a connection attempt failed.
@@ -27,9 +27,6 @@ pub(super) enum LinkError {
     /// Retrying cannot help: refused, or a different set of services.
     Fatal(ClusterError),
 }
-
-/// The task that reads and writes one connection; it ends when the connection breaks.
-pub(super) type Dispatch = BoxFuture<'static, ()>;
 
 /// Runs the connection; when it breaks, marks the Agent disconnected and reconnects (at once
 /// when the master says the Library is back, else with a short backoff), for the worker's life.
@@ -88,14 +85,7 @@ pub(super) async fn keep_connected(
 /// One connection attempt: connect, handshake, manifest check.
 pub(super) async fn open_link(
     config: &AgentConfig,
-) -> Result<
-    (
-        tarpc::client::Channel<CallRequest, CallResponse>,
-        Dispatch,
-        Manifest,
-    ),
-    LinkError,
-> {
+) -> Result<(CallClient, Dispatch, Manifest), LinkError> {
     let transient = LinkError::Transient;
     let stream = tokio::net::UnixStream::connect(&config.socket)
         .await
@@ -167,17 +157,6 @@ pub(super) async fn open_link(
             })
         })?;
     }
-    let mut client_config = tarpc::client::Config::default();
-    client_config.max_in_flight_requests = 100_000;
-    client_config.pending_request_buffer = 1024;
-    let tarpc::client::NewClient { client, dispatch } =
-        tarpc::client::new(client_config, wire::transport(framed));
-    let dispatch = dispatch
-        .map(|result| {
-            if let Err(e) = result {
-                tracing::debug!("the library connection ended: {e}");
-            }
-        })
-        .boxed();
+    let (client, dispatch) = CallClient::new(framed);
     Ok((client, dispatch, manifest))
 }

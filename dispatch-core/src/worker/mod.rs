@@ -4,12 +4,14 @@
 //! - `handle`: the [`Worker`] the application's function is given.
 //! - `agent`: the [`Agent`], every generated stub's way to the Library.
 //! - `link`: the Agent's connection, kept up across Library restarts.
+//! - `call_client`: the calls on it: tarpc's wire messages, multiplexed (issue 18).
 //! - `switch`: a Library handover: the move to the new Library's socket.
 //! - `service_client`: [`ServiceClient`], what a generated stub wraps.
 //! - `streams`: the Agent's stream connection (re-opening every stream after a reconnect) and
 //!   the caller's [`RemoteStream`].
 
 mod agent;
+mod call_client;
 mod handle;
 mod link;
 mod run;

@@ -7,7 +7,8 @@
 //! move and a reconnection never race; this module holds the request and its two halves.
 
 use super::agent::{Agent, AgentConfig};
-use super::link::{open_link, Dispatch, Link, LinkError};
+use super::call_client::Dispatch;
+use super::link::{open_link, Link, LinkError};
 use crate::wire::{ControlWriter, ToChild, ToMaster};
 use std::path::PathBuf;
 use std::sync::Arc;
