@@ -7,7 +7,8 @@
 //! and an OpenTelemetry context per request, the request's names copied into owned strings).
 //! This client keeps tarpc's messages and behaviour, not those costs:
 //!
-//! - a call encodes its request straight into the connection's outgoing buffer and waits in a
+//! - a call encodes its request (`wire::envelope`: tarpc's bytes, its deadline sent as the
+//!   relative time the caller gave, no clock read) straight into the connection's outgoing buffer and waits in a
 //!   slot of the in-flight table, under one lock (uncontended on the default current-thread
 //!   runtime); the dispatch takes the whole buffer at once and writes it, so the requests of
 //!   one wake-up leave in one write, and it completes every reply read in that wake-up under
@@ -15,7 +16,8 @@
 //! - deadlines are watched by one timer per connection, armed at the earliest: a call past its
 //!   deadline fails with [`CallError::DeadlineExceeded`] (the Library cuts it there too);
 //! - a call dropped before its reply sends tarpc's `Cancel`;
-//! - bounded: at most [`OUT_HIGH`] bytes of requests wait for the socket and at most
+//! - bounded: at most 2 × [`OUT_HIGH`] bytes of requests (plus a frame) wait for the socket
+//!   (half in the calls' buffer, half in the connection's write buffer) and at most
 //!   [`MAX_IN_FLIGHT`] calls for replies; past either, a call waits to be sent
 //!   (backpressure) until its deadline;
 //! - when the connection breaks, every call waiting fails with [`CallError::Broken`]; the
@@ -23,19 +25,19 @@
 //!   link drains its calls and closes).
 
 use crate::wire::{self, CallResponse, Framing, TraceParent};
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 use futures::{Sink, Stream};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Bytes of encoded requests that may wait for the socket; past it, calls wait to be sent.
+/// Bytes of encoded requests the calls' buffer may hold (and the connection's write buffer
+/// as much again); past it, calls wait to be sent.
 pub(crate) const OUT_HIGH: usize = 1 << 20;
 /// Calls that may wait for their replies on one connection; past it, calls wait to be sent.
 pub(crate) const MAX_IN_FLIGHT: usize = 100_000;
@@ -54,20 +56,24 @@ pub(crate) enum CallError {
     Server(String),
 }
 
-/// A call request as it goes on the wire: the layout of [`wire::CallRequest`], borrowed.
-#[derive(Serialize)]
-struct RequestRef<'a> {
-    service: &'a str,
-    method: &'a str,
-    args: &'a serde_bytes::Bytes,
-    trace: Option<TraceParent>,
+/// When a call is due: the instant, and how long that was from the call's start (sent on
+/// the wire as is: tarpc's deadline is relative, and this saves a clock read per call).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Due {
+    /// The deadline.
+    pub(crate) at: Instant,
+    /// How far away it is, as of the call's start.
+    pub(crate) within: Duration,
 }
 
-/// A call's trace context and deadline, built once: `context::current()` looks up the current
-/// span and its OpenTelemetry context (measurable at 300k calls/s); only the deadline is set
-/// per call.
-static CONTEXT: once_cell::sync::Lazy<tarpc::context::Context> =
-    once_cell::sync::Lazy::new(tarpc::context::current);
+impl From<Instant> for Due {
+    fn from(at: Instant) -> Due {
+        Due {
+            at,
+            within: at.saturating_duration_since(Instant::now()),
+        }
+    }
+}
 
 /// The clients' side of one connection: calls go through it. Cloning it is cheap; the
 /// connection's dispatch ends once every clone is dropped and no call waits.
@@ -93,7 +99,9 @@ struct State {
     /// The calls waiting for replies, by request id.
     waiting: HashMap<u64, Slot>,
     /// Calls waiting to be sent (the buffer or the table is full).
-    blocked: Vec<Waker>,
+    /// Calls waiting to be sent, by ticket: one waker each, however often it is polled.
+    blocked: HashMap<u64, Waker>,
+    next_ticket: u64,
     /// A deadline earlier than the one the dispatch's timer is armed at.
     earlier: Option<Instant>,
     /// When the dispatch's timer fires.
@@ -124,7 +132,8 @@ impl CallClient {
                 next_id: 0,
                 out: BytesMut::new(),
                 waiting: HashMap::new(),
-                blocked: Vec::new(),
+                blocked: HashMap::new(),
+                next_ticket: 0,
                 earlier: None,
                 armed: None,
                 clients: 1,
@@ -152,13 +161,16 @@ impl CallClient {
         method: &'a str,
         args: &'a [u8],
         trace: Option<TraceParent>,
-        deadline: Instant,
+        due: impl Into<Due>,
     ) -> Call<'a> {
+        let due = due.into();
         Call {
             shared: &self.shared,
             request: Some((service, method, args, trace)),
-            deadline,
+            deadline: due.at,
+            within: due.within,
             id: None,
+            ticket: None,
         }
     }
 }
@@ -197,8 +209,12 @@ pub(crate) struct Call<'a> {
     /// What to send, until it is sent.
     request: Option<(&'a str, &'a str, &'a [u8], Option<TraceParent>)>,
     deadline: Instant,
+    /// The deadline, relative, as sent.
+    within: Duration,
     /// The request's id, once sent.
     id: Option<u64>,
+    /// Its place among the calls waiting to be sent, once it waited.
+    ticket: Option<u64>,
 }
 
 impl Future for Call<'_> {
@@ -235,7 +251,11 @@ impl Future for Call<'_> {
             if Instant::now() >= this.deadline {
                 return Poll::Ready(Err(CallError::DeadlineExceeded));
             }
-            state.blocked.push(cx.waker().clone());
+            let ticket = *this.ticket.get_or_insert_with(|| {
+                state.next_ticket += 1;
+                state.next_ticket
+            });
+            state.blocked.insert(ticket, cx.waker().clone());
             let earlier = state.armed.is_none_or(|armed| this.deadline < armed)
                 && state.earlier.is_none_or(|e| this.deadline < e);
             if earlier {
@@ -252,20 +272,13 @@ impl Future for Call<'_> {
         };
         let id = state.next_id;
         state.next_id += 1;
-        let mut context = *CONTEXT;
-        context.deadline = this.deadline;
-        let message = tarpc::ClientMessage::Request(tarpc::Request {
-            context,
-            id,
-            message: RequestRef {
-                service,
-                method,
-                args: serde_bytes::Bytes::new(args),
-                trace,
-            },
-        });
         let was_empty = state.out.is_empty();
-        if let Err(e) = put_frame(&mut state.out, &message) {
+        if let Err(e) = wire::put_request(
+            &mut state.out,
+            id,
+            this.within,
+            (service, method, args, trace),
+        ) {
             return Poll::Ready(Err(CallError::Encode(e)));
         }
         state.waiting.insert(
@@ -292,10 +305,16 @@ impl Future for Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
+        if self.id.is_none() && self.ticket.is_none() {
+            return;
+        }
+        let mut state = lock(&self.shared.state);
+        if let Some(ticket) = self.ticket {
+            state.blocked.remove(&ticket);
+        }
         let Some(id) = self.id else {
             return;
         };
-        let mut state = lock(&self.shared.state);
         let Some(slot) = state.waiting.remove(&id) else {
             return;
         };
@@ -304,32 +323,11 @@ impl Drop for Call<'_> {
         }
         // Dropped before its reply: tell the Library, as tarpc's client does.
         let was_empty = state.out.is_empty();
-        let cancel: tarpc::ClientMessage<()> = tarpc::ClientMessage::Cancel {
-            trace_context: CONTEXT.trace_context,
-            request_id: id,
-        };
-        if put_frame(&mut state.out, &cancel).is_ok() && was_empty {
+        if wire::put_cancel(&mut state.out, id).is_ok() && was_empty {
             drop(state);
             self.shared.dispatch.wake();
         }
     }
-}
-
-/// Appends `message` to `out` as one frame: its 4-byte length, then its bincode.
-fn put_frame<T: Serialize>(out: &mut BytesMut, message: &T) -> Result<(), String> {
-    use bincode::Options as _;
-    let start = out.len();
-    out.put_u32(0);
-    if let Err(e) = bincode::DefaultOptions::new().serialize_into((&mut *out).writer(), message) {
-        out.truncate(start);
-        return Err(e.to_string());
-    }
-    let Ok(len) = u32::try_from(out.len() - start - 4) else {
-        out.truncate(start);
-        return Err("a request over 4 GiB cannot be framed".into());
-    };
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
 }
 
 /// The dispatch's state.
@@ -379,7 +377,7 @@ impl Driver {
                 }
             }
             // Requests, replies' completions and the timer, under one lock.
-            let (wake, earlier, done) = {
+            let (wake, earlier, done, left_behind) = {
                 let mut state = lock(&self.shared.state);
                 for reply in self.replies.drain(..) {
                     if let Some(slot) = state.waiting.get_mut(&reply.request_id) {
@@ -390,11 +388,14 @@ impl Driver {
                         }
                     }
                 }
+                // The requests go to the write buffer whole (swapped, no copy) when it is empty,
+                // or appended while both fit in OUT_HIGH; else they wait for the next flush.
+                // Together the two hold at most 2 × OUT_HIGH plus a frame each.
                 let buffer = self.framed.write_buffer_mut();
                 if !state.out.is_empty() {
                     if buffer.is_empty() {
                         std::mem::swap(buffer, &mut state.out);
-                    } else if buffer.len() < OUT_HIGH {
+                    } else if buffer.len() + state.out.len() <= OUT_HIGH {
                         buffer.extend_from_slice(&state.out);
                         state.out.clear();
                     }
@@ -402,12 +403,12 @@ impl Driver {
                 let wake = if state.out.len() < OUT_HIGH {
                     std::mem::take(&mut state.blocked)
                 } else {
-                    Vec::new()
+                    HashMap::new()
                 };
                 let done = state.clients == 0 && state.waiting.is_empty() && state.out.is_empty();
-                (wake, state.earlier.take(), done)
+                (wake, state.earlier.take(), done, !state.out.is_empty())
             };
-            for waker in wake {
+            for waker in wake.into_values() {
                 waker.wake();
             }
             if let Some(at) = earlier {
@@ -416,7 +417,8 @@ impl Driver {
                 }
             }
             match Sink::<bytes::Bytes>::poll_flush(Pin::new(&mut self.framed), cx) {
-                Poll::Ready(Ok(())) => {}
+                // Requests left behind for a full buffer go now that it is empty.
+                Poll::Ready(Ok(())) => progressed |= left_behind,
                 Poll::Ready(Err(e)) => return Err(format!("writing requests: {e}")),
                 Poll::Pending => {}
             }
@@ -465,7 +467,7 @@ impl Driver {
             (earliest, std::mem::take(&mut state.blocked))
         };
         let (earliest, blocked) = earliest;
-        for waker in blocked {
+        for waker in blocked.into_values() {
             waker.wake();
         }
         self.armed = None;
@@ -492,7 +494,7 @@ impl Driver {
             }
             std::mem::take(&mut state.blocked)
         };
-        for waker in blocked {
+        for waker in blocked.into_values() {
             waker.wake();
         }
     }

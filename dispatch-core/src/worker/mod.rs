@@ -12,6 +12,8 @@
 
 mod agent;
 mod call_client;
+#[cfg(test)]
+mod call_client_tests;
 mod handle;
 mod link;
 mod run;
