@@ -30,8 +30,7 @@
 use super::hosted::Services;
 use crate::call_trace;
 use crate::error::{Error, RemoteError};
-use crate::wire::{self, CallRequest, CallResponse, Framing};
-use bytes::BufMut;
+use crate::wire::{self, CallRequest, CallResponse, Framing, ToLibrary};
 use futures::future::{AbortHandle, Abortable, Aborted};
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream, StreamExt};
@@ -41,7 +40,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tarpc::{ClientMessage, Request, Response};
+use tarpc::Response;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
@@ -200,7 +199,7 @@ impl Calls {
     /// One wake-up: write what waits, read and start every request there is room for, collect
     /// what finished, expire what is past its deadline; then flush once.
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let now = Instant::now();
+        let mut now = None;
         loop {
             let mut progressed = false;
             if self.write_full() {
@@ -213,7 +212,7 @@ impl Calls {
             while !self.closed && self.running.len() < self.max_in_flight && !self.write_full() {
                 match Pin::new(&mut self.framed).poll_next(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        self.on_frame(&frame, now, cx)?;
+                        self.on_frame(&frame, &mut now, cx)?;
                         progressed = true;
                     }
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
@@ -263,16 +262,19 @@ impl Calls {
     }
 
     /// A request (started, and polled once) or a cancellation.
-    fn on_frame(&mut self, frame: &[u8], now: Instant, cx: &mut Context<'_>) -> io::Result<()> {
-        let (message, left) = wire::decode_request(frame)?;
-        match message {
-            ClientMessage::Request(Request {
+    fn on_frame(
+        &mut self,
+        frame: &[u8],
+        now: &mut Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> io::Result<()> {
+        match wire::decode_to_library(frame)? {
+            ToLibrary::Request {
                 context,
                 id,
                 message,
-            }) => {
-                let deadline = Instant::from_std(context.deadline);
-                if left.is_some_and(|left| left.is_zero()) || deadline <= now {
+            } => {
+                if context.deadline.is_zero() {
                     // tarpc's server drops such a request unanswered; the caller's own deadline
                     // has passed too.
                     tracing::debug!(request_id = id, "a call arrived past its deadline: dropped");
@@ -289,6 +291,10 @@ impl Calls {
                 match call.as_mut().poll(cx) {
                     Poll::Ready(reply) => self.reply(id, reply),
                     Poll::Pending => {
+                        // Only a call that waits needs its deadline as an instant: from the
+                        // wake-up's clock (read once, at its first such call).
+                        let now = *now.get_or_insert_with(Instant::now);
+                        let deadline = now + context.deadline;
                         let (abort, registration) = AbortHandle::new_pair();
                         self.running.push(Tracked {
                             id,
@@ -302,18 +308,12 @@ impl Calls {
                     }
                 }
             }
-            ClientMessage::Cancel { request_id, .. } => {
+            ToLibrary::Cancel { request_id, .. } => {
                 if let Some(watch) = self.tracked.remove(&request_id) {
                     watch.abort.abort();
                 }
                 Ok(())
             }
-            // A message a later tarpc may add: not one this Library can serve.
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a message that is neither a request nor a cancellation: is the worker built \
-                 with another tarpc? Build the app and the Library from one workspace",
-            )),
         }
     }
 
@@ -324,24 +324,8 @@ impl Calls {
             request_id: id,
             message: Ok(reply),
         };
-        let buffer = self.framed.write_buffer_mut();
-        let start = buffer.len();
-        buffer.put_u32(0);
-        let encoded = {
-            use bincode::Options as _;
-            bincode::DefaultOptions::new().serialize_into((&mut *buffer).writer(), &response)
-        };
-        if let Err(e) = encoded {
-            buffer.truncate(start);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-        let len = u32::try_from(buffer.len() - start - 4).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a reply over 4 GiB cannot be framed",
-            )
-        })?;
-        buffer[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        wire::put_frame(self.framed.write_buffer_mut(), &response)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.unflushed = true;
         Ok(())
     }

@@ -3,12 +3,16 @@
 
 use super::framing::{framed_stream, FrameBudget, FrameMeter, FrameStream, Framing};
 use crate::error::RemoteError;
+#[cfg(test)]
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+#[cfg(test)]
 use std::borrow::Cow;
+#[cfg(test)]
 use std::io;
 use std::time::Duration;
+#[cfg(test)]
 use tarpc::ClientMessage;
 use tokio::net::UnixStream;
 
@@ -117,15 +121,11 @@ pub(crate) fn raise_frame_limit(framed: &mut Framing, max_frame: usize) {
     framed.get_mut().set_max_frame(max_frame);
 }
 
-/// Decodes one request frame as the Library does: never panics, whatever the bytes.
-#[cfg(test)]
-pub(crate) fn decode_client_message(frame: &[u8]) -> Result<ClientMessage<CallRequest>, io::Error> {
-    decode_request(frame).map(|(message, _)| message)
-}
-
-/// [`decode_client_message`], and how long the request had left when it was sent (`None` for
+/// Decodes one request frame with tarpc's own types (tests check the envelope against them;
+/// never panics, whatever the bytes), and how long the request had left when it was sent (`None` for
 /// a cancellation): zero for a request sent past its deadline (tarpc sends the deadline
 /// relative to the sender's clock, never below zero).
+#[cfg(test)]
 pub(crate) fn decode_request(
     frame: &[u8],
 ) -> Result<(ClientMessage<CallRequest>, Option<Duration>), io::Error> {
@@ -142,6 +142,7 @@ pub(crate) fn decode_request(
 ///
 /// tarpc encodes `ClientMessage::Request` as variant 0 followed by the context, whose first field
 /// is the deadline as a `Duration` relative to the sender's clock (seconds, nanoseconds).
+#[cfg(test)]
 pub(crate) fn clamp_deadline(frame: &[u8]) -> (Cow<'_, [u8]>, Option<Duration>) {
     let options = bincode::DefaultOptions::new().allow_trailing_bytes();
     let mut rest = frame;

@@ -3,6 +3,7 @@
 //! - [`codec`]: the one encoding (bincode 1.x, tarpc's options) of payloads and messages.
 //! - [`framing`]: the one length-delimited framing, with a limit, of every socket.
 //! - `data`: the data plane, Agent ⇄ Library: the handshake, then tarpc calls in an envelope.
+//! - `envelope`: tarpc's call envelope, byte for byte, written and read without its clock reads.
 //! - `control`, `control_channel`, `control_writer`: the control plane, master ⇄ child.
 //!
 //! This module knows no process and no role: it is used by all of them.
@@ -12,6 +13,7 @@ mod control;
 mod control_channel;
 mod control_writer;
 mod data;
+mod envelope;
 pub(crate) mod framing;
 #[cfg(test)]
 mod tests;
@@ -24,9 +26,12 @@ pub(crate) use control::{
 pub(crate) use control_channel::{ControlChannel, ControlReceiver, ControlSender};
 pub(crate) use control_writer::{ControlWriter, Refused};
 #[cfg(test)]
+pub(crate) use data::decode_request;
+#[cfg(test)]
 pub(crate) use data::MAX_HELLO_FRAME;
 pub(crate) use data::{
-    decode_request, handshake_framed, payload_limit, raise_frame_limit, CallRequest, CallResponse,
-    Hello, TraceParent, Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
+    handshake_framed, payload_limit, raise_frame_limit, CallRequest, CallResponse, Hello,
+    TraceParent, Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
+pub(crate) use envelope::{decode_to_library, put_cancel, put_frame, put_request, ToLibrary};
 pub(crate) use framing::{framed, FrameBudget, Framing};

@@ -1,7 +1,7 @@
 //! The Agent: a worker's one multiplexed connection to the Library, kept up across Library
 //! restarts.
 
-use super::call_client::CallError;
+use super::call_client::{CallError, Due};
 use super::link::{keep_connected, open_link, Link, LinkError};
 use super::service_client::ServiceClient;
 use super::switch::Move;
@@ -271,7 +271,11 @@ impl Agent {
         let mut send = Box::pin(async move {
             let _place = place;
             let _running = crate::metrics::InFlight::start(&in_flight);
-            let call = link.client.call(&service, &method, &args, trace, deadline);
+            let due = Due {
+                at: deadline,
+                within: wire::MAX_DEADLINE,
+            };
+            let call = link.client.call(&service, &method, &args, trace, due);
             match call.await {
                 Ok(_) => {}
                 // The Library logs the method's own failures; this is about the request.
@@ -325,7 +329,16 @@ impl Agent {
         let link = self.current_link(deadline, timeout).await?;
         match link
             .client
-            .call(service, method, &args, trace, deadline)
+            .call(
+                service,
+                method,
+                &args,
+                trace,
+                Due {
+                    at: deadline,
+                    within: timeout,
+                },
+            )
             .await
         {
             Ok(Ok(reply)) => Ok(reply.into_vec()),
