@@ -99,6 +99,7 @@ mod cluster;
 mod cluster_error;
 mod config;
 mod error;
+mod fast_hash;
 mod library;
 mod master;
 mod messenger;

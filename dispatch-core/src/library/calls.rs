@@ -30,11 +30,11 @@
 use super::hosted::Services;
 use crate::call_trace;
 use crate::error::{Error, RemoteError};
+use crate::fast_hash::{self, FastMap};
 use crate::wire::{self, CallRequest, CallResponse, Framing, ToLibrary};
 use futures::future::{AbortHandle, Abortable, Aborted};
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream, StreamExt};
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -75,7 +75,7 @@ pub(super) async fn serve_calls(
         },
         max_in_flight,
         running: FuturesUnordered::new(),
-        tracked: HashMap::new(),
+        tracked: fast_hash::map(),
         timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         armed: None,
         closed: false,
@@ -184,7 +184,7 @@ struct Calls {
     /// The tracked calls running.
     running: FuturesUnordered<Tracked>,
     /// Each tracked call's abort handle and deadline, by request id.
-    tracked: HashMap<u64, Watch>,
+    tracked: FastMap<u64, Watch>,
     /// Fires at the earliest deadline of a tracked call (`armed`), or later: one timer per
     /// connection, reset only when a call with an earlier deadline is tracked.
     timer: Pin<Box<Sleep>>,

@@ -2,13 +2,13 @@
 //! closed at shutdown.
 
 use crate::error::RemoteError;
+use crate::fast_hash::{self, FastMap};
 use crate::metrics::{MethodMetrics, MethodStats, Outcome};
 use crate::service::Manifest;
 use crate::service::{self, panic, ErasedService, MethodInfo};
 use crate::wire::{CallRequest, CallResponse};
 use futures::FutureExt;
 use serde_bytes::ByteBuf;
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,9 @@ struct Hosted {
     /// It has handover hooks: its calls wait at the gate while a handover holds them.
     handover: bool,
     /// Its methods: one lookup per call finds the running count and the metrics.
-    methods: HashMap<&'static str, Method>,
+    methods: FastMap<&'static str, Method>,
+    /// Set when it is a fleet singleton (issue 17): served only while this host leads.
+    lead: Option<Arc<super::fleet::Leadership>>,
 }
 
 struct Method {
@@ -69,7 +71,7 @@ pub(crate) enum SnapshotError {
 
 /// Every service of the Library, by wire name.
 pub(crate) struct Services {
-    by_name: HashMap<&'static str, Hosted>,
+    by_name: FastMap<&'static str, Hosted>,
     manifest: Manifest,
     payload_limit: usize,
     calls: AtomicU64,
@@ -80,8 +82,6 @@ pub(crate) struct Services {
     gate: watch::Sender<bool>,
     /// The running feeds of streaming methods (`library/streams.rs`).
     hub: Arc<crate::stream::hub::Hub>,
-    /// The fleet singletons among the services, by name (issue 17).
-    leadership: HashMap<String, Arc<super::fleet::Leadership>>,
 }
 
 impl Services {
@@ -107,7 +107,7 @@ impl Services {
             };
             (reg, outcome)
         });
-        let mut by_name = HashMap::new();
+        let mut by_name = fast_hash::map();
         let mut failures = Vec::new();
         for (reg, outcome) in futures::future::join_all(inits).await {
             match outcome {
@@ -124,6 +124,7 @@ impl Services {
                             instance,
                             handover,
                             methods,
+                            lead: None,
                         },
                     );
                 }
@@ -145,7 +146,6 @@ impl Services {
             held: AtomicBool::new(false),
             gate: watch::Sender::new(false),
             hub: Arc::new(crate::stream::hub::Hub::new(payload_limit)),
-            leadership: HashMap::new(),
         })
     }
 
@@ -169,13 +169,13 @@ impl Services {
         service: &str,
         lead: Arc<super::fleet::Leadership>,
     ) -> Result<(), String> {
-        if !self.by_name.contains_key(service) {
+        let Some(hosted) = self.by_name.get_mut(service) else {
             return Err(format!(
                 "fleet singleton `{service}` is not a hosted service (hosted: {})",
                 self.manifest.summary()
             ));
-        }
-        self.leadership.insert(service.to_owned(), lead);
+        };
+        hosted.lead = Some(lead);
         Ok(())
     }
 
@@ -196,7 +196,7 @@ impl Services {
         let Some(hosted) = self.by_name.get(service.as_str()) else {
             return Err(RemoteError::UnknownService { service });
         };
-        if let Some(lead) = self.leadership.get(service.as_str()) {
+        if let Some(lead) = &hosted.lead {
             if !lead.active() {
                 if !lead.wait {
                     let leader = lead.leader();

@@ -24,12 +24,12 @@
 //!   dispatch ends then, or once every client is gone and no call waits (so a handover's old
 //!   link drains its calls and closes).
 
+use crate::fast_hash::{self, FastMap};
 use crate::wire::{self, CallResponse, Framing, TraceParent};
 use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 use futures::{Sink, Stream};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,10 +97,10 @@ struct State {
     /// Encoded request (and cancel) frames waiting for the dispatch.
     out: BytesMut,
     /// The calls waiting for replies, by request id.
-    waiting: HashMap<u64, Slot>,
+    waiting: FastMap<u64, Slot>,
     /// Calls waiting to be sent (the buffer or the table is full).
     /// Calls waiting to be sent, by ticket: one waker each, however often it is polled.
-    blocked: HashMap<u64, Waker>,
+    blocked: FastMap<u64, Waker>,
     next_ticket: u64,
     /// A deadline earlier than the one the dispatch's timer is armed at.
     earlier: Option<Instant>,
@@ -131,8 +131,8 @@ impl CallClient {
             state: Mutex::new(State {
                 next_id: 0,
                 out: BytesMut::new(),
-                waiting: HashMap::new(),
-                blocked: HashMap::new(),
+                waiting: fast_hash::map(),
+                blocked: fast_hash::map(),
                 next_ticket: 0,
                 earlier: None,
                 armed: None,
@@ -403,7 +403,7 @@ impl Driver {
                 let wake = if state.out.len() < OUT_HIGH {
                     std::mem::take(&mut state.blocked)
                 } else {
-                    HashMap::new()
+                    fast_hash::map()
                 };
                 let done = state.clients == 0 && state.waiting.is_empty() && state.out.is_empty();
                 (wake, state.earlier.take(), done, !state.out.is_empty())
