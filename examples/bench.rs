@@ -19,7 +19,9 @@
 //! | `tarpc-w2`        | 1 server + W clients        | plain tarpc: `get_name()`, C in flight per client, as w2 (W, C: w2's) |
 //! | `w1`              | Library + 1 worker          | `Demo::get_name()`, 1 in flight, 20,000 calls after 2,000; vs `floor` 16 B and `tarpc-w1` |
 //! | `w2`              | Library + 2 workers         | `get_name`, 32 in flight per worker, for S seconds; vs `floor-pipelined` 16 B and `tarpc-w2` |
+//! | `threads`         | Library + 2 workers, ×4     | w2's load (workers, in flight, S) against the Library on the current-thread runtime (`w2 lib ct`), then on `Runtime::MultiThread` of 1, 2 and 4 threads (`w2 lib mt1` …): calls/s and CPU per call against the number of Library threads, and the CPUs the bench may use (where the curve flattens) |
 //! | `w3`              | Library + 1 worker          | `Demo::echo` of a 4 KiB `ByteBuf`, as w1; vs `floor` 4 KiB |
+//! | `w3-large`        | Library + 1 worker          | `Demo::echo` of a 1 MiB `ByteBuf`, 1 in flight, 200 calls after 20; vs `floor` 1 MiB (200 round trips after 20); target: within 2x of the floor's time per call |
 //! | `startup`         | master + Library + 2 workers | from spawning the master to cluster ready, median of 10 |
 //! | `rss`             | master + Library + 2 workers | sum of VmRSS after 0.5 s of w2's load      |
 //! | `recovery`        | Library + 1 worker          | Library SIGKILLed → first successful call, median of 5 fresh clusters |
@@ -27,9 +29,15 @@
 //! | `stream`          | Library + 2 workers         | `--calls` values published on one keyed subscription both workers hold: items/s, publish → receipt; beside `messages` |
 //!
 //! Options: `--workload NAME|all` (default `all`), `--workers N` and `--inflight C` (for the
-//! multi-worker workloads: w2, floor-pipelined, tarpc-w2, startup, rss), `--duration-secs S` (default 10),
+//! multi-worker workloads: w2, threads, floor-pipelined, tarpc-w2, startup, rss), `--duration-secs S` (default 10),
 //! `--payload BYTES` (w3 and the large floor; default 4096), `--calls N` / `--warmup N` (default
-//! 20,000 / 2,000), `--pin CPU` (every process of the run on one CPU), `--json`.
+//! 20,000 / 2,000; not w3-large's), `--pin CPU` (every process of the run on one CPU), `--json`,
+//! `--rounds N` (default 1): the whole list of workloads N times over, interleaved (round 1 runs
+//! each once, then round 2 …); each row then gives the median of its N rounds for every value,
+//! and the ratios (vs floor, vs tarpc) are taken within each round, project row over its peer of
+//! the same round, and their median given. Targets are checked on the medians. Each row then
+//! also lists its rounds' values (JSON: `rounds`, `round_values`); the rounds' progress goes to
+//! stderr.
 //!
 //! Latencies are per call, from just before the call to its result, sorted and picked. Each
 //! call-rate row also gives the CPU time per call of the Library (floor: the server) and of a
@@ -38,7 +46,9 @@
 //! exit code is 1 only if a workload could not be measured (its row says why).
 //!
 //! `DISPATCH_BENCH_LIBRARY_THREADS=N` in the environment runs the Library on a multi-thread
-//! runtime of N threads (`Cluster::library_runtime`), where each call is its own task.
+//! runtime of N threads (`Cluster::library_runtime`), where each call is its own task. The
+//! `threads` workload sets the runtime of each of its rows itself (`--library-threads N` to the
+//! cluster, 0 for the current-thread runtime), whatever the environment says.
 //!
 //! Children log at `warn` unless `RUST_LOG` is set. Each child runs in its own process group,
 //! is bounded in time (60 s + 2 × S, then SIGTERM, then SIGKILL to its group) and dies with the
@@ -159,6 +169,10 @@ enum Workload {
     W1,
     W2,
     W3,
+    /// w3 with a 1 MiB payload.
+    W3Large,
+    /// w2 against the Library on the current-thread runtime, then on 1, 2 and 4 threads.
+    Threads,
     Floor,
     FloorPipelined,
     TarpcW1,
@@ -174,14 +188,16 @@ enum Workload {
 impl Workload {
     /// Every workload, in the order `all` runs them (floors and plain tarpc first: the others
     /// are compared to them).
-    const ALL: [Workload; 13] = [
+    const ALL: [Workload; 15] = [
         Workload::Floor,
         Workload::FloorPipelined,
         Workload::TarpcW1,
         Workload::TarpcW2,
         Workload::W1,
         Workload::W2,
+        Workload::Threads,
         Workload::W3,
+        Workload::W3Large,
         Workload::Startup,
         Workload::Rss,
         Workload::Recovery,
@@ -195,6 +211,8 @@ impl Workload {
             Workload::W1 => "w1",
             Workload::W2 => "w2",
             Workload::W3 => "w3",
+            Workload::W3Large => "w3-large",
+            Workload::Threads => "threads",
             Workload::Floor => "floor",
             Workload::FloorPipelined => "floor-pipelined",
             Workload::TarpcW1 => "tarpc-w1",
@@ -217,7 +235,7 @@ impl Workload {
     fn pipelined(self) -> bool {
         matches!(
             self,
-            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2
+            Workload::W2 | Workload::Threads | Workload::FloorPipelined | Workload::TarpcW2
         )
     }
 
@@ -226,6 +244,7 @@ impl Workload {
         matches!(
             self,
             Workload::W2
+                | Workload::Threads
                 | Workload::FloorPipelined
                 | Workload::TarpcW2
                 | Workload::Startup
@@ -239,7 +258,11 @@ impl Workload {
     fn takes_inflight(self) -> bool {
         matches!(
             self,
-            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2 | Workload::Rss
+            Workload::W2
+                | Workload::Threads
+                | Workload::FloorPipelined
+                | Workload::TarpcW2
+                | Workload::Rss
         )
     }
 }
@@ -259,6 +282,11 @@ struct Args {
     warmup: u64,
     pin: Option<usize>,
     json: bool,
+    /// How many times the driver runs the list of workloads (rows: the medians).
+    rounds: usize,
+    /// Cluster role: the Library's runtime (`--library-threads N`; 0: current-thread), set by
+    /// the driver for the `threads` workload. `None`: `DISPATCH_BENCH_LIBRARY_THREADS` decides.
+    library_threads: Option<usize>,
     /// The Library's per-method metrics (on unless `--no-metrics`).
     metrics: bool,
     /// config: the driver's redis-server.
@@ -270,9 +298,9 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: bench [--workload w1|w2|w3|floor|floor-pipelined|tarpc-w1|tarpc-w2|startup|rss|recovery|all] \
+    "usage: bench [--workload w1|w2|threads|w3|w3-large|floor|floor-pipelined|tarpc-w1|tarpc-w2|startup|rss|recovery|all] \
 [--workers N] [--inflight C] [--duration-secs S] [--payload BYTES] [--calls N] [--warmup N] \
-[--pin CPU] [--json] [--no-metrics] (workloads also: messages, stream, config)";
+[--rounds N] [--pin CPU] [--json] [--no-metrics] (workloads also: messages, stream, config)";
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -287,6 +315,8 @@ impl Args {
             warmup: 2_000,
             pin: None,
             json: false,
+            rounds: 1,
+            library_threads: None,
             metrics: true,
             redis: None,
             socket: None,
@@ -334,6 +364,8 @@ impl Args {
                 "--calls" => parsed.calls = number()?.max(1),
                 "--warmup" => parsed.warmup = number()?,
                 "--pin" => parsed.pin = Some(number()? as usize),
+                "--rounds" => parsed.rounds = number()?.max(1) as usize,
+                "--library-threads" => parsed.library_threads = Some(number()? as usize),
                 "--role" => {
                     parsed.role = match value.as_str() {
                         "cluster" => Role::Cluster,
@@ -373,13 +405,20 @@ struct Job {
     warmup: u64,
     /// The Library keeps per-method metrics.
     metrics: bool,
+    /// The Library's runtime: `Some(0)` current-thread, `Some(N)` N threads (the `threads`
+    /// workload's rows); `None`: as `DISPATCH_BENCH_LIBRARY_THREADS` says.
+    library_threads: Option<usize>,
 }
 
 impl Job {
     /// `workload` with its own layout, changed by the options that apply to it.
     fn new(workload: Workload, args: &Args) -> Job {
         let (workers, inflight) = match workload {
-            Workload::W2 | Workload::FloorPipelined | Workload::TarpcW2 | Workload::Rss => (2, 32),
+            Workload::W2
+            | Workload::Threads
+            | Workload::FloorPipelined
+            | Workload::TarpcW2
+            | Workload::Rss => (2, 32),
             Workload::Startup | Workload::Messages | Workload::Stream | Workload::Config => (2, 0),
             _ => (1, 1),
         };
@@ -395,7 +434,13 @@ impl Job {
         };
         let payload = match workload {
             Workload::W3 | Workload::Floor | Workload::FloorPipelined => args.payload,
+            Workload::W3Large => W3_LARGE_PAYLOAD,
             _ => 0,
+        };
+        // A 1 MiB round trip costs about a hundred small ones: w3-large makes fewer.
+        let (calls, warmup) = match workload {
+            Workload::W3Large => (W3_LARGE_CALLS, W3_LARGE_WARMUP),
+            _ => (args.calls, args.warmup),
         };
         Job {
             workload,
@@ -403,15 +448,43 @@ impl Job {
             inflight,
             payload,
             duration: args.duration,
-            calls: args.calls,
-            warmup: args.warmup,
+            calls,
+            warmup,
             metrics: args.metrics,
+            library_threads: None,
         }
     }
 
     /// The same job with another payload.
     fn with_payload(self, payload: usize) -> Job {
         Job { payload, ..self }
+    }
+
+    /// The same job with another count of calls and of warm-up calls.
+    fn with_calls(self, calls: u64, warmup: u64) -> Job {
+        Job {
+            calls,
+            warmup,
+            ..self
+        }
+    }
+
+    /// The same job with the Library on `threads` threads (0: the current-thread runtime).
+    fn with_library_threads(self, threads: usize) -> Job {
+        Job {
+            library_threads: Some(threads),
+            ..self
+        }
+    }
+
+    /// The row's name in the table: the workload's, or for a `threads` row which runtime the
+    /// Library had (`w2 lib ct`, `w2 lib mt2`).
+    fn label(&self) -> String {
+        match (self.workload, self.library_threads) {
+            (Workload::Threads, Some(0)) => "w2 lib ct".to_owned(),
+            (Workload::Threads, Some(n)) => format!("w2 lib mt{n}"),
+            (workload, _) => workload.name().to_owned(),
+        }
     }
 
     /// How long the warm-up and the measurement run.
@@ -456,6 +529,9 @@ impl Job {
         if !self.metrics {
             args.push("--no-metrics".into());
         }
+        if let Some(threads) = self.library_threads {
+            args.extend(["--library-threads".into(), threads.to_string()]);
+        }
         args
     }
 
@@ -466,10 +542,25 @@ impl Job {
             payload: args.payload,
             inflight: args.inflight.unwrap_or(0),
             workers: args.workers.unwrap_or(1),
+            calls: args.calls,
+            warmup: args.warmup,
+            library_threads: args.library_threads,
             ..Job::new(workload, args)
         })
     }
 }
+
+/// w3-large's payload: 1 MiB, well under the cluster's frame limit (8 MiB by default, less
+/// 1 KiB of envelope; the bench cluster keeps the default).
+const W3_LARGE_PAYLOAD: usize = 1 << 20;
+/// w3-large's measured calls (and its floor's rounds).
+const W3_LARGE_CALLS: u64 = 200;
+/// w3-large's warm-up calls (and its floor's).
+const W3_LARGE_WARMUP: u64 = 20;
+
+/// The Library runtimes the `threads` workload runs w2 against: 0 is the current-thread
+/// runtime, N a multi-thread runtime of N threads.
+const LIBRARY_THREADS: [usize; 4] = [0, 1, 2, 4];
 
 /// Makes a child die with the driver (it may be killed without a chance to clean up).
 fn die_with_parent(parent: Option<i32>) -> Result<()> {

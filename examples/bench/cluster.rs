@@ -23,14 +23,18 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
         .workers(job.workers)
         .method_metrics(job.metrics);
     // `DISPATCH_BENCH_LIBRARY_THREADS=N`: the Library on a multi-thread runtime of N threads
-    // (each call its own task). Every process of the run inherits it, so they agree.
-    if let Some(threads) = std::env::var("DISPATCH_BENCH_LIBRARY_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
+    // (each call its own task). Every process of the run inherits it, so they agree. The
+    // `threads` workload's `--library-threads N` overrides it (0: the current-thread runtime);
+    // every process of the cluster has the same arguments, so they agree too.
+    let threads = job.library_threads.or_else(|| {
+        std::env::var("DISPATCH_BENCH_LIBRARY_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    if let Some(threads) = threads.filter(|n| *n > 0) {
         cluster = cluster.library_runtime(dispatch::Runtime::MultiThread { threads });
     }
+    // The frame limit stays the default (8 MiB, payloads 1 KiB less): w3-large's 1 MiB fits.
     if let (Workload::Config, Some(url)) = (job.workload, &redis) {
         cluster = cluster.shared_config(crate::config::source(url));
     }
@@ -57,12 +61,12 @@ pub(crate) fn run(args: &crate::Args) -> Result<bool> {
 /// One worker's part of the job: the line to print, if this worker prints one.
 async fn work(worker: &Worker, job: &Job, redis: Option<&str>) -> Result<Option<String>> {
     match job.workload {
-        Workload::W1 | Workload::W2 => {
+        Workload::W1 | Workload::W2 | Workload::Threads => {
             let name = Agent::get().demo().get_name().await?;
             ensure!(name == "get name", "get_name returned {name:?}");
             timed(job, get_name).await.map(Some)
         }
-        Workload::W3 => {
+        Workload::W3 | Workload::W3Large => {
             let payload = ByteBuf::from(vec![0x5a_u8; job.payload]);
             let back = Agent::get().demo().echo(payload.clone()).await?;
             ensure!(back == payload, "echo returned other bytes");

@@ -26,55 +26,142 @@ pub(crate) fn run(args: &Args) -> Result<bool> {
         .block_on(drive(args))
 }
 
+/// Runs the list of jobs `--rounds` times over, interleaved. With one round each row is
+/// printed as it comes; with more, each job's rows are folded into the row of their medians
+/// (`report::median_row`) and printed at the end, each round's progress going to stderr.
 async fn drive(args: &Args) -> Result<bool> {
     warn_unused_options(args);
-    let printer = Printer::new(args.json, args.pin);
+    let printer = Printer::new(args.json, args.pin, args.rounds);
     printer.preamble();
-    // Each floor's and plain tarpc's row, by (workload, payload), for the ratios.
-    let mut peers: HashMap<(Workload, usize), Peer> = HashMap::new();
+    let jobs = jobs(args);
+    // Each job's row of every round so far, in the order of `jobs`.
+    let mut rounds: Vec<Vec<Row>> = jobs.iter().map(|_| Vec::new()).collect();
     let mut all_ok = true;
-    for job in jobs(args) {
-        let mut row = run_job(job).await;
-        if let (
-            Workload::Floor | Workload::FloorPipelined | Workload::TarpcW1 | Workload::TarpcW2,
-            Some(calls),
-        ) = (job.workload, &row.calls)
-        {
-            let peer = Peer {
-                per_sec: calls.per_sec,
-                server_cpu_us: calls.server_cpu_us,
-                client_cpu_us: calls.client_cpu_us,
-            };
-            peers.insert((job.workload, job.payload), peer);
+    for round in 1..=args.rounds {
+        // Each floor's, plain tarpc's and the current-thread Library's row of this round, for
+        // the ratios: a row is compared only with its peers of the same round.
+        let mut peers: HashMap<PeerKey, Peer> = HashMap::new();
+        for (i, &job) in jobs.iter().enumerate() {
+            let mut row = run_job(job).await;
+            compare(&mut row, &mut peers);
+            if args.rounds == 1 {
+                finish(&mut row, args);
+                all_ok &= row.error.is_none();
+                printer.row(&row);
+            } else {
+                eprintln!(
+                    "bench: round {round}/{}: {} {}",
+                    args.rounds,
+                    job.label(),
+                    report::brief(&row)
+                );
+                rounds[i].push(row);
+            }
         }
-        row.vs_floor = floor_of(&job)
-            .and_then(|key| Some(row.calls.as_ref()?.per_sec / peers.get(&key)?.per_sec));
-        if let (Some(peer), Some(calls)) =
-            (tarpc_of(&job).and_then(|w| peers.get(&(w, 0))), &row.calls)
-        {
-            row.vs_tarpc = Some(calls.per_sec / peer.per_sec);
-            row.server_cpu_vs_tarpc = Some(calls.server_cpu_us / peer.server_cpu_us);
-            row.details.push(format!(
-                "vs plain tarpc: {:.2}x its calls/s; CPU per call {:.2}x its server's in the \
-                 Library, {:.2}x its client's in a worker",
-                calls.per_sec / peer.per_sec,
-                calls.server_cpu_us / peer.server_cpu_us,
-                calls.client_cpu_us / peer.client_cpu_us,
-            ));
+    }
+    if args.rounds > 1 {
+        for (&job, rows) in jobs.iter().zip(rounds) {
+            let mut row = report::median_row(job, rows);
+            finish(&mut row, args);
+            all_ok &= row.error.is_none();
+            printer.row(&row);
         }
-        row.target = report::target(&row, args.pin.is_some());
-        all_ok &= row.error.is_none();
-        printer.row(&row);
     }
     Ok(all_ok)
 }
 
-/// What a workload is compared to: a floor's or plain tarpc's figures, from the same run.
+/// Which row a peer is: its workload, payload and Library runtime (`Job::library_threads`).
+type PeerKey = (Workload, usize, Option<usize>);
+
+/// What a workload is compared to: a floor's, plain tarpc's or the current-thread Library's
+/// figures, from the same round.
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     per_sec: f64,
     server_cpu_us: f64,
     client_cpu_us: f64,
+}
+
+/// Records `row` as a peer if others are compared to it, and sets its ratios to the peers it is
+/// compared to (all from the same round).
+fn compare(row: &mut Row, peers: &mut HashMap<PeerKey, Peer>) {
+    let job = row.job;
+    let Some(calls) = &row.calls else { return };
+    let peer = Peer {
+        per_sec: calls.per_sec,
+        server_cpu_us: calls.server_cpu_us,
+        client_cpu_us: calls.client_cpu_us,
+    };
+    match (job.workload, job.library_threads) {
+        (Workload::Floor | Workload::FloorPipelined | Workload::TarpcW1 | Workload::TarpcW2, _) => {
+            peers.insert((job.workload, job.payload, None), peer);
+        }
+        (Workload::Threads, Some(0)) => {
+            peers.insert((job.workload, job.payload, Some(0)), peer);
+        }
+        _ => {}
+    }
+    row.vs_floor = floor_of(&job).and_then(|(floor, payload)| {
+        Some(calls.per_sec / peers.get(&(floor, payload, None))?.per_sec)
+    });
+    if let Some(tarpc) = tarpc_of(&job).and_then(|w| peers.get(&(w, 0, None))) {
+        row.vs_tarpc = Some(calls.per_sec / tarpc.per_sec);
+        row.server_cpu_vs_tarpc = Some(calls.server_cpu_us / tarpc.server_cpu_us);
+        row.client_cpu_vs_tarpc = Some(calls.client_cpu_us / tarpc.client_cpu_us);
+    }
+    if let (Workload::Threads, Some(threads)) = (job.workload, job.library_threads) {
+        if threads > 0 {
+            row.vs_current_thread = peers
+                .get(&(Workload::Threads, job.payload, Some(0)))
+                .map(|ct| calls.per_sec / ct.per_sec);
+        }
+    }
+}
+
+/// Completes a row to print (one round's, or the medians of several): the details its ratios
+/// give, and its target, checked on the values it shows.
+fn finish(row: &mut Row, args: &Args) {
+    let medians = if args.rounds > 1 {
+        " (medians of the rounds' own ratios)"
+    } else {
+        ""
+    };
+    if let (Some(calls), Some(server), Some(client)) = (
+        row.vs_tarpc,
+        row.server_cpu_vs_tarpc,
+        row.client_cpu_vs_tarpc,
+    ) {
+        row.details.push(format!(
+            "vs plain tarpc: {calls:.2}x its calls/s; CPU per call {server:.2}x its server's in \
+             the Library, {client:.2}x its client's in a worker{medians}"
+        ));
+    }
+    let job = row.job;
+    if job.workload == Workload::Threads && row.error.is_none() {
+        match job.library_threads {
+            Some(0) => {
+                let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+                row.details.push(format!(
+                    "w2's load ({} workers x {} in flight, {} s) against the Library on the \
+                     current-thread runtime, then on multi-thread runtimes of 1, 2 and 4 \
+                     threads; this machine gives the bench {cpus} CPU(s), and past that many \
+                     Library threads the curve flattens (the workers and the master share them)",
+                    job.workers,
+                    job.inflight,
+                    job.duration.as_secs_f64(),
+                ));
+            }
+            Some(_) => {
+                if let Some(ratio) = row.vs_current_thread {
+                    row.details.push(format!(
+                        "{ratio:.2}x the current-thread Library's calls/s{medians}"
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    row.target = report::target(row, args.pin.is_some());
 }
 
 /// Says so when `--workers` or `--inflight` was given for a workload with a fixed layout.
@@ -91,7 +178,8 @@ fn warn_unused_options(args: &Args) {
 }
 
 /// The jobs to run, floors and plain tarpc first; a workload compared to a floor or to plain
-/// tarpc brings it along.
+/// tarpc brings it along (a floor makes as many round trips as what it is compared to), and
+/// `threads` is one job per Library runtime.
 fn jobs(args: &Args) -> Vec<Job> {
     let wanted = args.workload.map_or(Workload::ALL.to_vec(), |w| vec![w]);
     let mut jobs: Vec<Job> = Vec::new();
@@ -107,7 +195,9 @@ fn jobs(args: &Args) -> Vec<Job> {
         } else {
             let job = Job::new(workload, args);
             if let Some((floor, payload)) = floor_of(&job) {
-                add(Job::new(floor, args).with_payload(payload));
+                add(Job::new(floor, args)
+                    .with_payload(payload)
+                    .with_calls(job.calls, job.warmup));
             }
             if let Some(peer) = tarpc_of(&job) {
                 add(Job::new(peer, args));
@@ -115,13 +205,32 @@ fn jobs(args: &Args) -> Vec<Job> {
         }
     }
     for &workload in &wanted {
-        add(Job::new(workload, args));
+        if workload == Workload::Threads {
+            for threads in crate::LIBRARY_THREADS {
+                add(Job::new(workload, args).with_library_threads(threads));
+            }
+        } else {
+            add(Job::new(workload, args));
+        }
     }
     jobs
 }
 
+/// Whether two jobs measure the same thing (one of them is not run).
 fn same_job(a: &Job, b: &Job) -> bool {
-    (a.workload, a.workers, a.inflight, a.payload) == (b.workload, b.workers, b.inflight, b.payload)
+    (
+        a.workload,
+        a.workers,
+        a.inflight,
+        a.payload,
+        a.library_threads,
+    ) == (
+        b.workload,
+        b.workers,
+        b.inflight,
+        b.payload,
+        b.library_threads,
+    )
 }
 
 /// The floor row a workload is compared to.
@@ -129,7 +238,7 @@ fn floor_of(job: &Job) -> Option<(Workload, usize)> {
     match job.workload {
         Workload::W1 => Some((Workload::Floor, 16)),
         Workload::W2 => Some((Workload::FloorPipelined, 16)),
-        Workload::W3 => Some((Workload::Floor, job.payload)),
+        Workload::W3 | Workload::W3Large => Some((Workload::Floor, job.payload)),
         _ => None,
     }
 }
@@ -148,7 +257,9 @@ async fn run_job(job: Job) -> Row {
     let result = match job.workload {
         Workload::Floor | Workload::FloorPipelined => pair(job, "floor").await,
         Workload::TarpcW1 | Workload::TarpcW2 => pair(job, "tarpc").await,
-        Workload::W1 | Workload::W2 | Workload::W3 => calls(job).await,
+        Workload::W1 | Workload::W2 | Workload::Threads | Workload::W3 | Workload::W3Large => {
+            calls(job).await
+        }
         Workload::Messages => messages(job).await,
         Workload::Stream => stream(job).await,
         Workload::Config => config(job).await,
@@ -168,7 +279,12 @@ fn time_limit(job: &Job) -> Duration {
 
 async fn calls(job: Job) -> Result<Row> {
     let reports = run_cluster(&job).await?;
-    Row::calls(job, &reports, job.workers)
+    let mut row = Row::calls(job, &reports, job.workers)?;
+    if let (Workload::Threads, Some(1..)) = (job.workload, job.library_threads) {
+        // The "summed over the workers" note is on the current-thread row already.
+        row.details.clear();
+    }
+    Ok(row)
 }
 
 /// Messages from the Library to every worker, routed by the master: messages received per
@@ -576,7 +692,7 @@ mod tests {
             ["floor-pipelined", "tarpc-w2", "w2"]
         );
         assert_eq!(
-            runs(&[])[..7],
+            runs(&[])[..8],
             [
                 "floor",
                 "floor",
@@ -584,8 +700,33 @@ mod tests {
                 "floor-pipelined",
                 "tarpc-w1",
                 "tarpc-w2",
+                "floor",
                 "w1"
             ]
+        );
+    }
+
+    #[test]
+    fn threads_runs_w2_per_library_runtime_and_w3_large_brings_its_floor() {
+        let args = Args::parse(["--workload", "threads"].map(String::from).into_iter())
+            .expect("valid arguments");
+        let labels: Vec<String> = jobs(&args).iter().map(Job::label).collect();
+        assert_eq!(
+            labels,
+            ["w2 lib ct", "w2 lib mt1", "w2 lib mt2", "w2 lib mt4"]
+        );
+        let args = Args::parse(["--workload", "w3-large"].map(String::from).into_iter())
+            .expect("valid arguments");
+        let jobs = jobs(&args);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(
+            (jobs[0].workload, jobs[0].payload),
+            (Workload::Floor, 1 << 20)
+        );
+        assert_eq!((jobs[0].calls, jobs[0].warmup), (200, 20));
+        assert_eq!(
+            (jobs[1].workload, jobs[1].payload),
+            (Workload::W3Large, 1 << 20)
         );
     }
 }
