@@ -79,6 +79,9 @@ pub(crate) struct Settings {
     pub(crate) library_runtime: Runtime,
     /// Every worker's tokio runtime (read as `library_runtime` is).
     pub(crate) worker_runtime: Runtime,
+    /// Set glibc's allocator thresholds for large calls in the Library and the workers
+    /// (`process/malloc.rs`; read as `library_runtime` is).
+    pub(crate) tune_malloc: bool,
     /// Set by `dispatch::testing` in a master run from a `#[test]`: the arguments children get
     /// instead of this process's (they make the test binary run only that test). The master
     /// then also leaves the process's signals alone. Only the master reads it: not sent.
@@ -240,6 +243,7 @@ impl Default for Settings {
             published_bytes: 16 << 20,
             library_runtime: Runtime::default(),
             worker_runtime: Runtime::default(),
+            tune_malloc: true,
             budgets: DataBudgets::default(),
             recycle: Recycle::default(),
             max_workers: default_max_workers(),

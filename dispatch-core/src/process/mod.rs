@@ -1,7 +1,8 @@
 //! Everything about being an OS process of the cluster: which role this process plays, how the
 //! master starts a child (re-executing this binary with its control socket and listeners at
 //! fixed descriptors), the private runtime dir, logs, how a child ends, a child's link to its
-//! master, and talking to systemd (`systemd`: `sd_notify`, the watchdog).
+//! master, talking to systemd (`systemd`: `sd_notify`, the watchdog), and the allocator's
+//! settings for large calls (`malloc`).
 
 pub(crate) mod exit;
 pub(crate) mod fds;
@@ -9,6 +10,7 @@ pub(crate) mod hooks;
 pub(crate) mod link;
 pub(crate) mod listeners;
 pub(crate) mod logging;
+pub(crate) mod malloc;
 pub(crate) mod role;
 pub(crate) mod runtime_dir;
 pub(crate) mod spawn;
