@@ -151,24 +151,27 @@ async fn wait_for_arrivals(n: u64) -> Result<()> {
     Ok(())
 }
 
-/// `rss_kib=… pss_kib=… procs=master:KiB,library:KiB,worker:KiB…` for the master (our parent)
-/// and each of its children.
+/// `rss_kib=… pss_kib=… anon_kib=… file_kib=… procs=master:KiB,library:KiB,worker:KiB…` for the
+/// master (our parent) and each of its children. `file_kib` is the file-backed part of the RSS
+/// (mostly this binary's text, the same pages in every process), `anon_kib` the rest.
 fn cluster_memory(library: u32) -> Result<String> {
     let master = nix::unistd::getppid().as_raw() as u32;
     let mut procs = vec![(master, "master")];
     for pid in children_of(master)? {
         procs.push((pid, if pid == library { "library" } else { "worker" }));
     }
-    let (mut rss, mut pss, mut each) = (0, 0, Vec::new());
+    let (mut rss, mut pss, mut anon, mut file, mut each) = (0, 0, 0, 0, Vec::new());
     for (pid, label) in procs {
         let kib = status_kib(pid, "VmRSS:")?;
         rss += kib;
+        anon += status_kib(pid, "RssAnon:")?;
+        file += status_kib(pid, "RssFile:")?;
         // PSS shares each shared page among the processes mapping it (the binary's text, 4×).
         pss += rollup_kib(pid, "Pss:").unwrap_or(0);
         each.push(format!("{label}:{kib}"));
     }
     Ok(format!(
-        "rss_kib={rss} pss_kib={pss} procs={}",
+        "rss_kib={rss} pss_kib={pss} anon_kib={anon} file_kib={file} procs={}",
         each.join(",")
     ))
 }

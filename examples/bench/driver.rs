@@ -394,12 +394,16 @@ async fn rss(job: Job) -> Result<Row> {
     let report = reports.first().context("no memory line")?;
     let total = report.num("rss_kib")? as u64;
     let pss = report.num("pss_kib")? as u64;
+    let anon = report.num("anon_kib")? as u64;
+    let file = report.num("file_kib")? as u64;
     let procs = report.get("procs").unwrap_or("?").replace(',', ", ");
     Ok(Row::metric(
         job,
         Metric::RssKib { total_kib: total },
         vec![format!(
-            "VmRSS KiB: {procs}; PSS total {pss} KiB (shared pages counted once)"
+            "VmRSS KiB: {procs}; of the total, {anon} KiB anonymous and {file} KiB file-backed \
+             (the binary's text, the same pages in each process); PSS total {pss} KiB (shared \
+             pages counted once)"
         )],
     ))
 }
