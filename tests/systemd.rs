@@ -205,7 +205,7 @@ fn start_with_passed_socket(fd: std::os::fd::RawFd, env: &[(&str, &str)]) -> Sta
             Ok(())
         });
     }
-    let child = cmd.spawn().expect("start the cluster");
+    let child = support::spawn_retrying_busy_text(&mut cmd).expect("start the cluster");
     let guard = support::upgrade::GroupGuard(child.id() as i32);
     Started {
         child,

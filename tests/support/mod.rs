@@ -116,7 +116,7 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd.spawn().expect("start the fixture master");
+        let mut child = spawn_retrying_busy_text(&mut cmd).expect("start the fixture master");
         let pgid = child.id() as i32;
         let (stdout, stderr) = (Shared::default(), Shared::default());
         let readers = vec![
@@ -387,4 +387,22 @@ pub fn vm_hwm_kb(pid: u32) -> Option<u64> {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// `cmd.spawn()`, retried while it fails with ETXTBSY ("Text file busy"): a test that has just
+/// written an executable can meet it when another test's thread forks at that moment (the
+/// child holds a copy of the writer's descriptor until its exec closes it). Bounded: 5 s.
+pub fn spawn_retrying_busy_text(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::libc::ETXTBSY)
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }

@@ -101,6 +101,8 @@ pub(crate) fn put_request(
     left: Duration,
     (service, method, args, trace): (&str, &str, &[u8], Option<TraceParent>),
 ) -> Result<(), String> {
+    // Room for the whole frame at once: the envelope's fixed fields take under 64 bytes.
+    out.reserve(64 + service.len() + method.len() + args.len());
     let message = FromAgent::Request {
         context: WireContext {
             deadline: left,
@@ -141,7 +143,7 @@ pub(crate) fn put_frame<T: Serialize + ?Sized>(
     use bincode::Options as _;
     let start = out.len();
     out.put_u32(0);
-    if let Err(e) = bincode::DefaultOptions::new().serialize_into((&mut *out).writer(), message) {
+    if let Err(e) = bincode::DefaultOptions::new().serialize_into(Append(out), message) {
         out.truncate(start);
         return Err(e.to_string());
     }
@@ -154,4 +156,28 @@ pub(crate) fn put_frame<T: Serialize + ?Sized>(
     };
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// `out` as bincode's writer: each of its many small writes (a varint, a name) one inlined
+/// append, instead of `BufMut`'s generic `Writer` (10 % of a worker's CPU per call went to
+/// encoding the request through it).
+struct Append<'a>(&'a mut BytesMut);
+
+impl std::io::Write for Append<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

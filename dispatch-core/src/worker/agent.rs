@@ -241,7 +241,7 @@ impl Agent {
             .min(wire::MAX_DEADLINE);
         let deadline = Instant::now() + timeout;
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let link = self.current_link(deadline, timeout).await?;
+        let link = self.current_link(Some(deadline), timeout).await?;
         let place =
             match tokio::time::timeout_at(deadline.into(), self.oneway.clone().acquire_owned())
                 .await
@@ -265,16 +265,12 @@ impl Agent {
         // The deadline bounded the sending; once queued, the call is the Library's: it must
         // not be dropped at a deadline while it waits for a place there (the caller was told
         // it is sent). Waiting is bounded by the places, not by time.
-        let deadline = Instant::now() + wire::MAX_DEADLINE;
         let (service, method) = (service.to_owned(), method.to_owned());
         let in_flight = Arc::clone(&self.oneway_in_flight);
         let mut send = Box::pin(async move {
             let _place = place;
             let _running = crate::metrics::InFlight::start(&in_flight);
-            let due = Due {
-                at: deadline,
-                within: wire::MAX_DEADLINE,
-            };
+            let due = Due::after(wire::MAX_DEADLINE);
             let call = link.client.call(&service, &method, &args, trace, due);
             match call.await {
                 Ok(_) => {}
@@ -323,10 +319,9 @@ impl Agent {
         let timeout = timeout
             .unwrap_or_else(|| self.default_timeout())
             .min(wire::MAX_DEADLINE);
-        let deadline = Instant::now() + timeout;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let _running = crate::metrics::InFlight::start(&self.in_flight);
-        let link = self.current_link(deadline, timeout).await?;
+        let link = self.current_link(None, timeout).await?;
         match link
             .client
             .call(
@@ -334,10 +329,8 @@ impl Agent {
                 method,
                 &args,
                 trace,
-                Due {
-                    at: deadline,
-                    within: timeout,
-                },
+                // No clock read here: the connection stamps the deadline (see `Due`).
+                Due::after(timeout),
             )
             .await
         {
@@ -353,10 +346,17 @@ impl Agent {
     }
 
     /// The live connection, waiting for the Library to come back up to `deadline`.
-    async fn current_link(&self, deadline: Instant, timeout: Duration) -> Result<Arc<Link>, Error> {
+    /// (`deadline`: the call's, if the caller read the clock already; else `timeout` from
+    /// now, read only if the link is down.)
+    async fn current_link(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<Arc<Link>, Error> {
         if let Some(link) = self.link.borrow().as_ref() {
             return Ok(Arc::clone(link));
         }
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
         let mut rx = self.link.clone();
         let waited = tokio::time::timeout_at(deadline.into(), async {
             rx.wait_for(Option::is_some).await.map(|link| link.clone())

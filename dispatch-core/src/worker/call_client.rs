@@ -14,7 +14,9 @@
 //!   one wake-up leave in one write, and it completes every reply read in that wake-up under
 //!   one lock;
 //! - deadlines are watched by one timer per connection, armed at the earliest: a call past its
-//!   deadline fails with [`CallError::DeadlineExceeded`] (the Library cuts it there too);
+//!   deadline fails with [`CallError::DeadlineExceeded`] (the Library cuts it there too); a
+//!   call's deadline is stamped from the clock the connection's task reads once per wake-up
+//!   ([`Due`]), so no call reads the clock;
 //! - a call dropped before its reply sends tarpc's `Cancel`;
 //! - bounded: at most 2 × [`OUT_HIGH`] bytes of requests (plus a frame) wait for the socket
 //!   (half in the calls' buffer, half in the connection's write buffer) and at most
@@ -56,20 +58,28 @@ pub(crate) enum CallError {
     Server(String),
 }
 
-/// When a call is due: the instant, and how long that was from the call's start (sent on
-/// the wire as is: tarpc's deadline is relative, and this saves a clock read per call).
+/// When a call is due: how long from its start (sent on the wire as is: tarpc's deadline is
+/// relative), and the instant, if the caller has read the clock already. Without one, the
+/// connection's task stamps the call when it takes the call's request to write it, with the
+/// clock it reads once for all the requests of that wake-up: the deadline then runs from a few
+/// microseconds after the call's start, and no call reads the clock of its own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Due {
-    /// The deadline.
-    pub(crate) at: Instant,
-    /// How far away it is, as of the call's start.
-    pub(crate) within: Duration,
+    at: Option<Instant>,
+    within: Duration,
+}
+
+impl Due {
+    /// Due `within` from now.
+    pub(crate) fn after(within: Duration) -> Due {
+        Due { at: None, within }
+    }
 }
 
 impl From<Instant> for Due {
     fn from(at: Instant) -> Due {
         Due {
-            at,
+            at: Some(at),
             within: at.saturating_duration_since(Instant::now()),
         }
     }
@@ -104,6 +114,8 @@ struct State {
     next_ticket: u64,
     /// A deadline earlier than the one the dispatch's timer is armed at.
     earlier: Option<Instant>,
+    /// Calls sent without a deadline instant, with theirs relative: the dispatch stamps them.
+    unstamped: Vec<(u64, Duration)>,
     /// When the dispatch's timer fires.
     armed: Option<Instant>,
     clients: usize,
@@ -113,8 +125,38 @@ struct State {
 
 struct Slot {
     waker: Waker,
-    deadline: Instant,
+    /// `None` until the connection's task stamps it (see [`Due`]).
+    deadline: Option<Instant>,
     outcome: Option<Result<CallResponse, CallError>>,
+}
+
+impl State {
+    /// Notes `deadline` for the dispatch's timer: whether it is sooner than what the timer is
+    /// armed (or asked to be armed) at, and the dispatch must hear of it.
+    fn sooner(&mut self, deadline: Instant) -> bool {
+        let sooner = self.armed.is_none_or(|armed| deadline < armed)
+            && self.earlier.is_none_or(|e| deadline < e);
+        if sooner {
+            self.earlier = Some(deadline);
+        }
+        sooner
+    }
+
+    /// Gives the calls sent since the last wake-up their deadlines, from `now`.
+    fn stamp(&mut self, now: Instant) {
+        let mut unstamped = std::mem::take(&mut self.unstamped);
+        for (id, within) in unstamped.drain(..) {
+            let deadline = now + within;
+            if let Some(slot) = self.waiting.get_mut(&id) {
+                if slot.deadline.is_none() {
+                    slot.deadline = Some(deadline);
+                    self.sooner(deadline);
+                }
+            }
+        }
+        // The vector keeps its capacity for the next wake-up.
+        self.unstamped = unstamped;
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -135,6 +177,7 @@ impl CallClient {
                 blocked: fast_hash::map(),
                 next_ticket: 0,
                 earlier: None,
+                unstamped: Vec::new(),
                 armed: None,
                 clients: 1,
                 closed: false,
@@ -167,7 +210,7 @@ impl CallClient {
         Call {
             shared: &self.shared,
             request: Some((service, method, args, trace)),
-            deadline: due.at,
+            at: due.at,
             within: due.within,
             id: None,
             ticket: None,
@@ -208,7 +251,8 @@ pub(crate) struct Call<'a> {
     shared: &'a Arc<Shared>,
     /// What to send, until it is sent.
     request: Option<(&'a str, &'a str, &'a [u8], Option<TraceParent>)>,
-    deadline: Instant,
+    /// The deadline, once known (see [`Due`]).
+    at: Option<Instant>,
     /// The deadline, relative, as sent.
     within: Duration,
     /// The request's id, once sent.
@@ -248,7 +292,9 @@ impl Future for Call<'_> {
         if state.out.len() >= OUT_HIGH || state.waiting.len() >= MAX_IN_FLIGHT {
             // Woken when the dispatch has written the buffer, when the connection breaks, or
             // at this call's deadline (the dispatch's timer wakes every blocked call).
-            if Instant::now() >= this.deadline {
+            let now = Instant::now();
+            let deadline = *this.at.get_or_insert(now + this.within);
+            if now >= deadline {
                 return Poll::Ready(Err(CallError::DeadlineExceeded));
             }
             let ticket = *this.ticket.get_or_insert_with(|| {
@@ -256,11 +302,7 @@ impl Future for Call<'_> {
                 state.next_ticket
             });
             state.blocked.insert(ticket, cx.waker().clone());
-            let earlier = state.armed.is_none_or(|armed| this.deadline < armed)
-                && state.earlier.is_none_or(|e| this.deadline < e);
-            if earlier {
-                state.earlier = Some(this.deadline);
-            }
+            let earlier = state.sooner(deadline);
             drop(state);
             if earlier {
                 this.shared.dispatch.wake();
@@ -285,15 +327,17 @@ impl Future for Call<'_> {
             id,
             Slot {
                 waker: cx.waker().clone(),
-                deadline: this.deadline,
+                deadline: this.at,
                 outcome: None,
             },
         );
-        let earlier = state.armed.is_none_or(|armed| this.deadline < armed)
-            && state.earlier.is_none_or(|e| this.deadline < e);
-        if earlier {
-            state.earlier = Some(this.deadline);
-        }
+        let earlier = match this.at {
+            Some(at) => state.sooner(at),
+            None => {
+                state.unstamped.push((id, this.within));
+                false
+            }
+        };
         drop(state);
         this.id = Some(id);
         if was_empty || earlier {
@@ -379,6 +423,9 @@ impl Driver {
             // Requests, replies' completions and the timer, under one lock.
             let (wake, earlier, done, left_behind) = {
                 let mut state = lock(&self.shared.state);
+                if !state.unstamped.is_empty() {
+                    state.stamp(Instant::now());
+                }
                 for reply in self.replies.drain(..) {
                     if let Some(slot) = state.waiting.get_mut(&reply.request_id) {
                         if slot.outcome.is_none() {
@@ -454,11 +501,15 @@ impl Driver {
                 if slot.outcome.is_some() {
                     continue;
                 }
-                if slot.deadline <= now {
+                // Not stamped yet: it will be at the next wake-up, before any expiry.
+                let Some(deadline) = slot.deadline else {
+                    continue;
+                };
+                if deadline <= now {
                     slot.outcome = Some(Err(CallError::DeadlineExceeded));
                     slot.waker.wake_by_ref();
                 } else {
-                    earliest = Some(earliest.map_or(slot.deadline, |e| e.min(slot.deadline)));
+                    earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
                 }
             }
             state.armed = None;

@@ -5,7 +5,7 @@
 //! ends once no client is left and nothing waits, and a server that reads nothing makes calls
 //! wait to be sent (bounded) rather than buffer without limit.
 
-use super::call_client::{CallClient, CallError, OUT_HIGH};
+use super::call_client::{CallClient, CallError, Due, OUT_HIGH};
 use crate::wire::{self, CallRequest, TraceParent};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -637,4 +637,31 @@ async fn requests_left_after_a_full_write_are_still_sent() {
     for (i, outcome) in outcomes.into_iter().enumerate() {
         assert_eq!(payload(outcome), (i as u64).to_be_bytes());
     }
+}
+
+/// A call due after a duration (the Agent's way: no clock read of its own) is stamped by the
+/// connection's task and fails at its deadline all the same, sending that duration as its
+/// relative deadline.
+#[tokio::test]
+async fn a_call_due_after_a_duration_fails_at_its_deadline() {
+    let (client, _dispatch, mut server) = connected();
+    let started = Instant::now();
+    let within = Duration::from_millis(200);
+    let call = client.call("svc", "slow", b"due", None, Due::after(within));
+    let server_side = async {
+        let (message, left) = next_message(&mut server, BOUND)
+            .await
+            .expect("a message within the bound");
+        assert!(matches!(message, ClientMessage::Request(_)), "{message:?}");
+        assert_eq!(left, Some(within), "the duration goes on the wire as given");
+    };
+    let (outcome, ()) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
+        .await
+        .expect("the call ends within the bound");
+    assert_eq!(outcome, Err(CallError::DeadlineExceeded));
+    assert!(
+        started.elapsed() >= within,
+        "the call failed before its deadline ({:?})",
+        started.elapsed()
+    );
 }
