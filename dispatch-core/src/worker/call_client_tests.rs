@@ -139,9 +139,12 @@ async fn replies_out_of_order_reach_their_own_callers() {
         }
         sent
     };
-    let ((a, b, c), sent) = tokio::time::timeout(BOUND, futures::future::join(calls, server_side))
-        .await
-        .expect("the calls are answered within the bound");
+    let ((a, b, c), sent) = both(
+        calls,
+        server_side,
+        "the calls are answered within the bound",
+    )
+    .await;
     assert_eq!(payload(a), b"reply-to-args-a");
     assert_eq!(payload(b), b"reply-to-args-b");
     assert_eq!(payload(c), b"reply-to-args-c");
@@ -177,9 +180,7 @@ async fn a_call_past_its_deadline_fails_and_the_client_goes_on() {
         assert_eq!(sent.request.args.as_ref(), b"slow");
         sent.id
     };
-    let (outcome, slow_id) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
-        .await
-        .expect("the call ends within the bound");
+    let (outcome, slow_id) = both(call, server_side, "the call ends within the bound").await;
     assert_eq!(outcome, Err(CallError::DeadlineExceeded));
     assert!(
         Instant::now() >= deadline,
@@ -212,9 +213,7 @@ async fn a_call_past_its_deadline_fails_and_the_client_goes_on() {
         assert_ne!(sent.id, slow_id, "a new id for the new call");
         reply(&mut server, sent.id, b"on time").await;
     };
-    let (outcome, ()) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
-        .await
-        .expect("the second call ends within the bound");
+    let (outcome, ()) = both(call, server_side, "the second call ends within the bound").await;
     assert_eq!(payload(outcome), b"on time");
 }
 
@@ -247,9 +246,7 @@ async fn dropping_a_call_sends_cancel() {
         assert_eq!(sent.request.args.as_ref(), b"after");
         reply(&mut server, sent.id, b"fine").await;
     };
-    let (outcome, ()) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
-        .await
-        .expect("the call ends within the bound");
+    let (outcome, ()) = both(call, server_side, "the call ends within the bound").await;
     assert_eq!(payload(outcome), b"fine");
 }
 
@@ -276,14 +273,8 @@ async fn the_cancel_of_a_call_dropped_with_the_last_client_still_leaves() {
         ClientMessage::Cancel { request_id, .. } => assert_eq!(request_id, sent.id),
         other => panic!("expected a cancel, got {other:?}"),
     }
-    tokio::time::timeout(BOUND, dispatch)
-        .await
-        .expect("the dispatch ends within the bound")
-        .expect("the dispatch does not panic");
-    let end = tokio::time::timeout(BOUND, server.next())
-        .await
-        .expect("the connection closes within the bound");
-    assert!(end.is_none(), "nothing more after the cancel");
+    dispatch_ends(dispatch).await;
+    connection_closes(&mut server, "nothing more after the cancel").await;
 }
 
 /// When the server's end closes, every waiting call fails with `Broken`, the dispatch ends,
@@ -299,15 +290,10 @@ async fn a_closed_connection_fails_every_waiting_call_and_every_later_one() {
     next_request(&mut server).await;
     next_request(&mut server).await;
     drop(server);
-    let (first, second) = tokio::time::timeout(BOUND, futures::future::join(first, second))
-        .await
-        .expect("the calls end within the bound");
+    let (first, second) = both(first, second, "the calls end within the bound").await;
     assert_eq!(first, Err(CallError::Broken));
     assert_eq!(second, Err(CallError::Broken));
-    tokio::time::timeout(BOUND, dispatch)
-        .await
-        .expect("the dispatch ends within the bound")
-        .expect("the dispatch does not panic");
+    dispatch_ends(dispatch).await;
     let later = client
         .call("svc", "now", b"later", None, deadline)
         .now_or_never();
@@ -323,14 +309,8 @@ async fn the_dispatch_ends_once_every_client_is_gone() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!dispatch.is_finished(), "a client is left");
     drop(other);
-    tokio::time::timeout(BOUND, dispatch)
-        .await
-        .expect("the dispatch ends within the bound")
-        .expect("the dispatch does not panic");
-    let end = tokio::time::timeout(BOUND, server.next())
-        .await
-        .expect("the connection closes within the bound");
-    assert!(end.is_none(), "the connection is closed, with nothing sent");
+    dispatch_ends(dispatch).await;
+    connection_closes(&mut server, "the connection is closed, with nothing sent").await;
 }
 
 /// While a call waits on a clone, dropping the original client leaves the dispatch running and
@@ -357,14 +337,49 @@ async fn a_waiting_call_keeps_the_dispatch_running() {
         .expect("the reply comes within the bound");
     assert_eq!(payload(outcome), b"kept-reply");
     drop(clone);
+    dispatch_ends(dispatch).await;
+}
+
+/// Runs a call and the server's side of it together, within the bound (`what` names them).
+async fn both<A: std::future::Future, B: std::future::Future>(
+    call: A,
+    server: B,
+    what: &str,
+) -> (A::Output, B::Output) {
+    tokio::time::timeout(BOUND, futures::future::join(call, server))
+        .await
+        .expect(what)
+}
+
+/// Waits for the dispatch task to end (within the bound, without a panic).
+async fn dispatch_ends(dispatch: tokio::task::JoinHandle<()>) {
     tokio::time::timeout(BOUND, dispatch)
         .await
         .expect("the dispatch ends within the bound")
         .expect("the dispatch does not panic");
 }
 
+/// Waits for the client to close the connection, with nothing more sent (`what` says why).
+async fn connection_closes(server: &mut wire::Framing, what: &str) {
+    let end = tokio::time::timeout(BOUND, server.next())
+        .await
+        .expect("the connection closes within the bound");
+    assert!(end.is_none(), "{what}");
+}
+
 /// The size of each large call's args.
 const LARGE: usize = 64 << 10;
+
+/// The args of `n` large calls, each starting with its index.
+fn large_args(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut args = vec![0_u8; LARGE];
+            args[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            args
+        })
+        .collect()
+}
 
 /// A server that reads nothing: large calls fill what may wait for the socket, then wait to be
 /// sent and fail with `DeadlineExceeded` at their deadline (never sent), instead of buffering
@@ -374,13 +389,7 @@ async fn a_server_that_reads_nothing_makes_calls_wait_to_be_sent() {
     /// How many calls are made.
     const CALLS: usize = 128;
     let (client, _dispatch, mut server) = connected();
-    let args: Vec<Vec<u8>> = (0..CALLS)
-        .map(|i| {
-            let mut args = vec![0_u8; LARGE];
-            args[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            args
-        })
-        .collect();
+    let args = large_args(CALLS);
     let deadline = Instant::now() + Duration::from_secs(1);
     let calls = futures::future::join_all(
         args.iter()
@@ -443,13 +452,7 @@ async fn calls_waiting_to_be_sent_go_once_the_server_reads() {
     /// How many calls are made.
     const CALLS: usize = 64;
     let (client, _dispatch, mut server) = connected();
-    let args: Vec<Vec<u8>> = (0..CALLS)
-        .map(|i| {
-            let mut args = vec![0_u8; LARGE];
-            args[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            args
-        })
-        .collect();
+    let args = large_args(CALLS);
     let deadline = Instant::now() + Duration::from_secs(30);
     let calls = futures::future::join_all(
         args.iter()
@@ -464,9 +467,12 @@ async fn calls_waiting_to_be_sent_go_once_the_server_reads() {
             reply(&mut server, sent.id, &answer).await;
         }
     };
-    let (outcomes, ()) = tokio::time::timeout(BOUND, futures::future::join(calls, server_side))
-        .await
-        .expect("every call is answered within the bound");
+    let (outcomes, ()) = both(
+        calls,
+        server_side,
+        "every call is answered within the bound",
+    )
+    .await;
     for (i, outcome) in outcomes.into_iter().enumerate() {
         assert_eq!(payload(outcome), (i as u64).to_be_bytes());
     }
@@ -487,16 +493,11 @@ async fn a_call_waiting_to_be_sent_fails_when_the_connection_closes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(server);
     };
-    let (outcomes, ()) = tokio::time::timeout(BOUND, futures::future::join(calls, closing))
-        .await
-        .expect("every call ends within the bound");
+    let (outcomes, ()) = both(calls, closing, "every call ends within the bound").await;
     for outcome in outcomes {
         assert_eq!(outcome, Err(CallError::Broken));
     }
-    tokio::time::timeout(BOUND, dispatch)
-        .await
-        .expect("the dispatch ends within the bound")
-        .expect("the dispatch does not panic");
+    dispatch_ends(dispatch).await;
 }
 
 /// A server error reply (tarpc's `ServerError`) fails the call with `CallError::Server`.
@@ -525,9 +526,7 @@ async fn a_server_error_fails_the_call() {
             .await
             .expect("send a response");
     };
-    let (outcome, ()) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
-        .await
-        .expect("the call ends within the bound");
+    let (outcome, ()) = both(call, server_side, "the call ends within the bound").await;
     match outcome {
         Err(CallError::Server(detail)) => assert!(detail.contains("overloaded"), "{detail}"),
         other => panic!("expected a server error, got {other:?}"),
@@ -594,13 +593,7 @@ async fn requests_left_after_a_full_write_are_still_sent() {
     let (client, dispatch) = CallClient::new(wire::framed(client_end, MAX_FRAME));
     let _dispatch = tokio::spawn(dispatch);
 
-    let args: Vec<Vec<u8>> = (0..CALLS)
-        .map(|i| {
-            let mut args = vec![0_u8; LARGE];
-            args[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            args
-        })
-        .collect();
+    let args = large_args(CALLS);
     let deadline = Instant::now() + Duration::from_secs(30);
     let calls = futures::future::join_all(
         args.iter()
@@ -655,9 +648,7 @@ async fn a_call_due_after_a_duration_fails_at_its_deadline() {
         assert!(matches!(message, ClientMessage::Request(_)), "{message:?}");
         assert_eq!(left, Some(within), "the duration goes on the wire as given");
     };
-    let (outcome, ()) = tokio::time::timeout(BOUND, futures::future::join(call, server_side))
-        .await
-        .expect("the call ends within the bound");
+    let (outcome, ()) = both(call, server_side, "the call ends within the bound").await;
     assert_eq!(outcome, Err(CallError::DeadlineExceeded));
     assert!(
         started.elapsed() >= within,
