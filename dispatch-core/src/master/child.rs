@@ -372,6 +372,28 @@ pub(crate) fn encode(msg: &ToChild) -> Result<Bytes, String> {
     Ok(Bytes::from(bytes))
 }
 
+/// Logs why a child's control socket took no more. A child that has exited (or is exiting:
+/// its side closed) makes the write fail with a broken pipe or a reset: that is how every
+/// child's end looks from here, and its exit is reported on its own, so it is not a warning.
+fn write_failed(kind: ChildKind, pid: u32, e: &std::io::Error) {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    ) {
+        tracing::debug!(
+            pid,
+            "the {} closed its control socket ({e}): what is queued for it is dropped",
+            kind.label()
+        );
+    } else {
+        tracing::warn!(
+            pid,
+            "cannot write to the {}'s control socket: {e}",
+            kind.label()
+        );
+    }
+}
+
 /// The writer task: everything queued goes out in order, batched into few writes. A write
 /// error (the child is gone or its socket broke) is logged once; what is queued after it is
 /// discarded and uncounted, so the queue never holds memory for a dead child.
@@ -394,11 +416,7 @@ async fn write(
             if !broken {
                 if let Err(e) = sender.feed(current).await {
                     broken = true;
-                    tracing::warn!(
-                        pid,
-                        "cannot write to the {}'s control socket: {e}",
-                        kind.label()
-                    );
+                    write_failed(kind, pid, &e);
                 }
             }
             if bytes < BATCH_BYTES {
@@ -408,11 +426,7 @@ async fn write(
         if !broken {
             if let Err(e) = sender.flush().await {
                 broken = true;
-                tracing::warn!(
-                    pid,
-                    "cannot write to the {}'s control socket: {e}",
-                    kind.label()
-                );
+                write_failed(kind, pid, &e);
             }
         }
         let left = queue.bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
