@@ -14,7 +14,8 @@
 //!   abort handle, cancelled by the client's `Cancel` or at its deadline (no reply then, as
 //!   tarpc's server does); deadlines are watched by one timer per connection, armed at the
 //!   earliest;
-//! - the replies of one wake-up leave in one write; the clock is read once per wake-up;
+//! - the replies of one wake-up leave in one write; the clock is read only for calls that
+//!   wait (once per wake-up: a call that finishes in its first poll needs no deadline instant);
 //! - at most `max_in_flight` calls run at once, and the write buffer holds at most
 //!   [`WRITE_HIGH`] bytes (plus one reply) before the loop stops reading and running until it
 //!   drained: past either, the connection is not read (backpressure).
