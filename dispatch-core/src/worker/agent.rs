@@ -185,19 +185,12 @@ impl Agent {
         args: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Error> {
-        if !call_trace::enabled() {
-            return self.send_call(service, method, args, timeout, None).await;
-        }
-        let (span, parent) = call_trace::caller_span(service, method);
-        let result = self
-            .send_call(service, method, args, timeout, Some(parent))
-            .instrument(span.clone())
-            .await;
-        call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
-        result
+        traced(service, method, |trace| {
+            self.send_call(service, method, args, timeout, trace)
+        })
+        .await
     }
 
-    /// The body of [`Agent::call_raw`]: `trace` is sent with the call.
     /// Sends a one-way call: returns once the request is queued, in order, on the connection
     /// (its first poll hands it to the connection's writer), without waiting for the method.
     /// The Library's acknowledgement (sent before the method runs) is awaited by a task of its
@@ -210,20 +203,12 @@ impl Agent {
         args: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
-        if !call_trace::enabled() {
-            return self
-                .queue_oneway(service, method, args, timeout, None)
-                .await;
-        }
         // The caller's span ends when the call is queued; the Library's span of the call (its
         // child) when the method ends.
-        let (span, parent) = call_trace::caller_span(service, method);
-        let result = self
-            .queue_oneway(service, method, args, timeout, Some(parent))
-            .instrument(span.clone())
-            .await;
-        call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
-        result
+        traced(service, method, |trace| {
+            self.queue_oneway(service, method, args, timeout, trace)
+        })
+        .await
     }
 
     /// [`send_oneway`](Agent::send_oneway), in the caller's span if it has one.
@@ -306,6 +291,7 @@ impl Agent {
         Ok(())
     }
 
+    /// The body of [`Agent::call_raw`]: `trace` is sent with the call.
     async fn send_call(
         &self,
         service: &str,
@@ -485,4 +471,23 @@ impl Agent {
     pub(crate) fn install(self) -> &'static Agent {
         AGENT.get_or_init(|| self)
     }
+}
+
+/// Runs `send` (a call's sending, given the trace ids to carry) in a `dispatch::call` span when a
+/// subscriber wants one, recording its outcome; with none, just runs it (no span, no ids).
+async fn traced<T, F>(
+    service: &str,
+    method: &str,
+    send: impl FnOnce(Option<wire::TraceParent>) -> F,
+) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    if !call_trace::enabled() {
+        return send(None).await;
+    }
+    let (span, parent) = call_trace::caller_span(service, method);
+    let result = send(Some(parent)).instrument(span.clone()).await;
+    call_trace::finished(&span, result.as_ref().err().map(|e| e as _));
+    result
 }
