@@ -6,7 +6,7 @@
 
 use super::ScheduleError;
 use crate::settings::Trigger;
-use chrono::{TimeZone, Utc};
+use jiff::{tz::TimeZone, Timestamp, Zoned};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, in milliseconds since the Unix epoch.
@@ -22,7 +22,7 @@ pub(crate) enum Clock {
     /// Every so many milliseconds (at least 1), aligned to the epoch.
     Every(u64),
     /// A cron expression in a zone.
-    Cron(Box<croner::Cron>, chrono_tz::Tz),
+    Cron(Box<croner::Cron>, TimeZone),
 }
 
 impl Clock {
@@ -45,9 +45,14 @@ impl Clock {
                         expr: expr.clone(),
                         message: e.to_string(),
                     })?;
-                let tz: chrono_tz::Tz = zone
-                    .parse()
-                    .map_err(|_| ScheduleError::TimeZone { zone: zone.clone() })?;
+                // UTC needs no database: a host without tzdata still runs UTC schedules.
+                let tz = if zone.eq_ignore_ascii_case("UTC") {
+                    TimeZone::UTC
+                } else {
+                    TimeZone::get(zone).map_err(|_| ScheduleError::TimeZone {
+                        zone: zone.clone(),
+                    })?
+                };
                 Ok(Clock::Cron(Box::new(cron), tz))
             }
         }
@@ -59,11 +64,10 @@ impl Clock {
         match self {
             Clock::Every(every) => Some((after_ms / every + 1).saturating_mul(*every)),
             Clock::Cron(cron, tz) => {
-                let at = tz
-                    .timestamp_millis_opt(i64::try_from(after_ms).ok()?)
-                    .single()?;
-                let next = cron.find_next_occurrence(&at, false).ok()?;
-                u64::try_from(next.with_timezone(&Utc).timestamp_millis()).ok()
+                let next = cron
+                    .find_next_occurrence(&zoned(after_ms, tz)?, false)
+                    .ok()?;
+                u64::try_from(next.timestamp().as_millisecond()).ok()
             }
         }
     }
@@ -73,11 +77,10 @@ impl Clock {
         match self {
             Clock::Every(every) => Some(at_ms / every * every),
             Clock::Cron(cron, tz) => {
-                let at = tz
-                    .timestamp_millis_opt(i64::try_from(at_ms).ok()?)
-                    .single()?;
-                let prev = cron.find_previous_occurrence(&at, true).ok()?;
-                u64::try_from(prev.with_timezone(&Utc).timestamp_millis()).ok()
+                let prev = cron
+                    .find_previous_occurrence(&zoned(at_ms, tz)?, true)
+                    .ok()?;
+                u64::try_from(prev.timestamp().as_millisecond()).ok()
             }
         }
     }
@@ -88,6 +91,12 @@ impl Clock {
         let next = self.next_after(tick_ms).unwrap_or(tick_ms + 60_000);
         Duration::from_millis(next.saturating_sub(tick_ms).max(1))
     }
+}
+
+/// The instant `ms` after the epoch, in `tz`; `None` past jiff's range (year ±9999).
+fn zoned(ms: u64, tz: &TimeZone) -> Option<Zoned> {
+    let at = Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()?;
+    Some(at.to_zoned(tz.clone()))
 }
 
 #[cfg(test)]

@@ -71,8 +71,12 @@ pub enum ScheduleError {
         /// The parser's words.
         message: String,
     },
-    /// Not an IANA time zone name.
-    #[error("unknown time zone `{zone}`: use an IANA name such as `UTC` or `Europe/Paris`")]
+    /// Not an IANA time zone name, or not in the host's time zone database.
+    #[error(
+        "unknown time zone `{zone}`: use an IANA name such as `UTC` or `Europe/Paris`; zones are \
+         read from the host's database (/usr/share/zoneinfo, the `tzdata` package, or the \
+         directory in $ZONEINFO), so install it where it is missing"
+    )]
     TimeZone {
         /// The name given.
         zone: String,
