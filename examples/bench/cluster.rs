@@ -262,7 +262,7 @@ async fn messages(worker: &Worker, job: &Job) -> Result<String> {
     if worker.id() == 0 {
         Agent::get().demo().blast(count).await?;
     }
-    let mut latencies = Vec::with_capacity(count as usize);
+    let mut latencies = measure::Latencies::default();
     let mut first = None;
     for _ in 0..count {
         let tick = tokio::time::timeout(Duration::from_secs(30), ticks.next())
@@ -270,17 +270,20 @@ async fn messages(worker: &Worker, job: &Job) -> Result<String> {
             .context("messages stopped arriving")?
             .context("the subscription ended")?;
         first.get_or_insert_with(Instant::now);
-        latencies.push(now_ns().saturating_sub(tick.value));
+        latencies.record(since_ns(tick.value));
     }
-    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(format!(
-        "calls={count} secs={secs:.6} p50_ns={} p99_ns={} {}",
-        at(0.50),
-        at(0.99),
-        cpu.line()?
-    ))
+    Ok(format!("{} {}", arrivals(first, latencies), cpu.line()?))
+}
+
+/// The `BENCH` figures of values that arrived from `first` until now with these latencies.
+fn arrivals(first: Option<Instant>, latencies: measure::Latencies) -> String {
+    let elapsed = first.map_or(Duration::from_nanos(1), |f| f.elapsed());
+    measure::Measured::new(elapsed, latencies).line()
+}
+
+/// Nanoseconds from `sent` (a [`now_ns`] reading of another process) until now.
+fn since_ns(sent: u64) -> u32 {
+    u32::try_from(now_ns().saturating_sub(sent)).unwrap_or(u32::MAX)
 }
 
 /// stream: both workers subscribe to the one key of `Demo::ticks`; the Library publishes
@@ -297,9 +300,9 @@ async fn stream(worker: &Worker, job: &Job) -> Result<String> {
     if worker.id() == 0 {
         Agent::get().demo().stream_blast(count).await?;
     }
-    let mut latencies = Vec::with_capacity(count as usize);
+    let mut latencies = measure::Latencies::default();
     let (mut first, mut missed) = (None, 0);
-    while (latencies.len() as u64) + missed < count {
+    while latencies.len() + missed < count {
         let tick = tokio::time::timeout(Duration::from_secs(30), ticks.next())
             .await
             .context("stream values stopped arriving")?
@@ -307,7 +310,7 @@ async fn stream(worker: &Worker, job: &Job) -> Result<String> {
         match tick {
             Ok(sent) => {
                 first.get_or_insert_with(Instant::now);
-                latencies.push(now_ns().saturating_sub(sent));
+                latencies.record(since_ns(sent));
             }
             Err(dispatch::Error::StreamGap { missed: m }) => missed += m,
             Err(e) => return Err(e.into()),
@@ -317,13 +320,5 @@ async fn stream(worker: &Worker, job: &Job) -> Result<String> {
         missed == 0,
         "this worker missed {missed} values: it read too slowly"
     );
-    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(format!(
-        "calls={count} secs={secs:.6} p50_ns={} p99_ns={} {}",
-        at(0.50),
-        at(0.99),
-        cpu.line()?
-    ))
+    Ok(format!("{} {}", arrivals(first, latencies), cpu.line()?))
 }

@@ -107,7 +107,7 @@ async fn rounds(conn: &mut Conn, body: &[u8], inflight: usize, plan: Plan) -> Re
     let issued = AtomicU64::new(0);
     let start = Instant::now();
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(inflight);
-    let mut latencies = Vec::with_capacity(4096);
+    let mut latencies = measure::Latencies::default();
     let (mut reply, mut out) = (Vec::new(), Vec::with_capacity(BUFFER));
     while sent.len() < inflight.max(1) && plan.more(&issued, start) {
         push_frame(&mut out, body);
@@ -124,7 +124,7 @@ async fn rounds(conn: &mut Conn, body: &[u8], inflight: usize, plan: Plan) -> Re
                 "the server closed the connection"
             );
             if let Some(t) = sent.pop_front() {
-                latencies.push(measure::nanos(t.elapsed()));
+                latencies.record(measure::nanos(t.elapsed()));
             }
             if plan.more(&issued, start) {
                 push_frame(&mut out, body);
