@@ -42,11 +42,15 @@ pub fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, RemoteError> {
 
 /// The failure for a method name the service does not have.
 pub fn unknown_method(service: &str, method: &str) -> CallFuture {
-    let err = RemoteError::UnknownMethod {
+    failed(RemoteError::UnknownMethod {
         service: service.to_owned(),
         method: method.to_owned(),
-    };
-    Box::pin(futures::future::ready(Err(err)))
+    })
+}
+
+/// A call that failed before it started (its arguments did not decode).
+pub fn failed(error: RemoteError) -> CallFuture {
+    Box::pin(futures::future::ready(Err(error)))
 }
 
 /// Runs a plain `fn` method marked `#[blocking]` on tokio's blocking pool.

@@ -111,7 +111,7 @@ impl<'a> ServiceGenerator<'a> {
                 fn call(
                     self: ::std::sync::Arc<Self>,
                     #method: &str,
-                    #args: ::std::vec::Vec<u8>,
+                    #args: &[u8],
                 ) -> #p::CallFuture {
                     #[allow(unused_imports)]
                     use #p::WireFallback as _;
@@ -151,7 +151,9 @@ impl<'a> ServiceGenerator<'a> {
         }
     }
 
-    /// `"add" => Box::pin(async move { decode; call; encode })`. A call that can fail to
+    /// `"add" => { decode; Box::pin(async move { call; encode }) }`: the arguments are decoded
+    /// before the future is made, from the request's bytes where they lie (the future owns the
+    /// decoded values, never a copy of the bytes). A call that can fail to
     /// type-check (a future that is not `Send`) is located at the method's name, so rustc points
     /// there rather than at the attribute. The decoding and encoding go through `Wire`, which
     /// type-checks whatever the types: one that is not serde is reported once, by `checks`.
@@ -180,14 +182,17 @@ impl<'a> ServiceGenerator<'a> {
             }
         };
         let wire = quote_spanned!(at=> (&#p::Wire::<(#(#types,)*)>::NEW));
-        let decode = quote_spanned!(at=> #wire.decode_args(#service, #method, &#args)?);
+        let decode = quote_spanned!(at=> #wire.decode_args(#service, #method, #args));
+        let error = Ident::new("error", Span::mixed_site());
         let cfgs = m.cfgs();
         quote! {
             #(#cfgs)*
-            #method => ::std::boxed::Box::pin(async move {
-                let (#(#names,)*): (#(#types,)*) = #decode;
-                #reply
-            }),
+            #method => match #decode {
+                ::std::result::Result::Ok((#(#names,)*)) => {
+                    ::std::boxed::Box::pin(async move { #reply })
+                }
+                ::std::result::Result::Err(#error) => #p::failed(#error),
+            },
         }
     }
 

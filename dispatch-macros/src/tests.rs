@@ -204,7 +204,9 @@ fn the_dispatcher_has_one_arm_per_remote_method() {
     for local in ["helper", "new_thing", "\"shutdown\""] {
         assert!(!text.contains(local), "{local} must stay local");
     }
-    assert!(text.contains("decode_args (\"demo\" , \"add\" , & args) ?"));
+    // The arguments are decoded before the future is made (from the borrowed request bytes).
+    assert!(text.contains("match (& :: dispatch :: __private :: Wire :: < (i64 , i64 ,) > :: NEW) . decode_args (\"demo\" , \"add\" , args)"), "{text}");
+    assert!(text.contains("Err (error) => :: dispatch :: __private :: failed (error)"));
     assert!(text.contains("assert_send (self . get_name ()) . await"));
     assert!(text.contains("unknown_method (\"demo\" , method)"));
     // The close hook is forwarded, and awaited because it is async.

@@ -74,7 +74,7 @@ async fn call<A: Serialize, R: serde::de::DeserializeOwned>(
     args: &A,
 ) -> Result<R, RemoteError> {
     let args = encode_reply(args)?;
-    let reply = Arc::clone(service).call(method, args).await?;
+    let reply = Arc::clone(service).call(method, &args).await?;
     decode_args("counter", method, &reply)
 }
 

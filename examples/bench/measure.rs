@@ -243,10 +243,23 @@ mod tests {
 
     #[test]
     fn buckets_cover_every_u32_and_are_at_most_3_percent_wide() {
-        for v in [64, 65, 127, 128, 1_000, 54_321, 1 << 20, u32::MAX - 1, u32::MAX] {
+        for v in [
+            64,
+            65,
+            127,
+            128,
+            1_000,
+            54_321,
+            1 << 20,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
             let edge = upper_edge(bucket(v));
             assert!(edge >= v, "{v} reported as {edge}");
-            assert!(f64::from(edge - v) <= f64::from(v) / 32.0, "{v} reported as {edge}");
+            assert!(
+                f64::from(edge - v) <= f64::from(v) / 32.0,
+                "{v} reported as {edge}"
+            );
         }
         assert_eq!(bucket(u32::MAX), BUCKETS - 1);
         let mut a = counted([10, 20]);

@@ -28,11 +28,11 @@
 //! logged with the caller (never returned: there is no reply) and counted in the method's
 //! metrics. A one-way call still running when the Library stops is cut.
 
-use super::hosted::Services;
+use super::hosted::{Reply, Services, Started};
 use crate::call_trace;
 use crate::error::{Error, RemoteError};
 use crate::fast_hash::{self, FastMap};
-use crate::wire::{self, CallRequest, CallResponse, Framing, ToLibrary};
+use crate::wire::{self, CallResponse, Framing, RequestRef, ToLibrary};
 use futures::future::{AbortHandle, Abortable, Aborted};
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream, StreamExt};
@@ -48,9 +48,6 @@ use tracing::Instrument;
 /// Bytes of encoded replies the write buffer may hold before the loop stops reading and
 /// running calls until the peer has taken them (one reply may take it past this once).
 pub(super) const WRITE_HIGH: usize = 256 * 1024;
-
-/// A started call: its reply, when it finishes.
-type CallFuture = Pin<Box<dyn Future<Output = CallResponse> + Send>>;
 
 /// Serves the calls of one authenticated connection until it closes (`Ok`) or sends something
 /// that is not a call (`Err`: the connection is closed). See the module's documentation.
@@ -99,25 +96,26 @@ struct Starter {
 
 impl Starter {
     /// The future of one call: a one-way call's acknowledgement, or a unary call's reply.
-    fn start(&self, request: CallRequest) -> CallFuture {
-        let services = Arc::clone(&self.services);
+    fn start(&self, request: &RequestRef<'_>) -> Reply {
         // The call's span, joined to the worker's (tarpc's own context keeps only the trace id
         // of the caller: the ids come with the request). Nothing when no subscriber wants it.
         let span = call_trace::enabled()
-            .then(|| call_trace::serve_span(&request.service, &request.method, request.trace));
+            .then(|| call_trace::serve_span(request.service, request.method, request.trace));
         let places = Arc::clone(&self.places);
-        if services.is_oneway(&request.service, &request.method) {
+        let Started { reply, oneway } = self.services.begin(request);
+        if oneway {
             let caller = Arc::clone(&self.caller);
-            return Box::pin(run_oneway(services, request, span, places, caller));
+            let names = (request.service.to_owned(), request.method.to_owned());
+            return Box::pin(run_oneway(reply, names, span, places, caller));
         }
         let call = async move {
             // A unary call holds a place too, so one-way calls running detached count
             // against the same budget (uncontended: one atomic operation).
             let _place = places.acquire().await;
             let Some(span) = span else {
-                return services.call(request).await;
+                return reply.await;
             };
-            let reply = services.call(request).instrument(span.clone()).await;
+            let reply = reply.instrument(span.clone()).await;
             let error: Option<Error> = reply.as_ref().err().map(|e| e.clone().into());
             call_trace::finished(&span, error.as_ref().map(|e| e as _));
             reply
@@ -160,7 +158,7 @@ impl Drop for Spawned {
 /// A call that did not finish in its first poll.
 struct Tracked {
     id: u64,
-    call: Abortable<CallFuture>,
+    call: Abortable<Reply>,
 }
 
 impl Future for Tracked {
@@ -288,7 +286,7 @@ impl Calls {
                     );
                     return Ok(());
                 }
-                let mut call = self.starter.start(message);
+                let mut call = self.starter.start(&message);
                 match call.as_mut().poll(cx) {
                     Poll::Ready(reply) => self.reply(id, reply),
                     Poll::Pending => {
@@ -361,8 +359,8 @@ impl Calls {
 /// Starts a one-way call: waits for one of the connection's places, spawns the method with
 /// it, and returns the acknowledgement (the encoding of `()`, empty) for the worker.
 async fn run_oneway(
-    services: Arc<Services>,
-    request: CallRequest,
+    reply: Reply,
+    (service, method): (String, String),
     span: Option<tracing::Span>,
     places: Arc<tokio::sync::Semaphore>,
     caller: Arc<str>,
@@ -373,8 +371,7 @@ async fn run_oneway(
     tokio::spawn(
         async move {
             let _place = place;
-            let (service, method) = (request.service.clone(), request.method.clone());
-            let reply = services.call(request).await;
+            let reply = reply.await;
             if let Err(e) = &reply {
                 super::local::log_oneway_failure(&service, &method, &caller, e);
             }

@@ -46,7 +46,8 @@ impl Drop for DropGuard {
 struct Waiter;
 
 impl ErasedService for Waiter {
-    fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture {
+    fn call(self: Arc<Self>, method: &str, args: &[u8]) -> CallFuture {
+        let args = args.to_vec();
         match method {
             "wait" => Box::pin(async move {
                 bump(&STARTED, &args);

@@ -3,10 +3,11 @@
 
 use crate::error::RemoteError;
 use crate::fast_hash::{self, FastMap};
+use crate::metrics::InFlight;
 use crate::metrics::{MethodMetrics, MethodStats, Outcome};
 use crate::service::Manifest;
 use crate::service::{self, panic, ErasedService, MethodInfo};
-use crate::wire::{CallRequest, CallResponse};
+use crate::wire::{CallResponse, RequestRef};
 use futures::FutureExt;
 use serde_bytes::ByteBuf;
 use std::panic::AssertUnwindSafe;
@@ -21,7 +22,7 @@ struct Hosted {
     /// It has handover hooks: its calls wait at the gate while a handover holds them.
     handover: bool,
     /// Its methods: one lookup per call finds the running count and the metrics.
-    methods: FastMap<&'static str, Method>,
+    methods: FastMap<&'static str, Arc<Method>>,
     /// Set when it is a fleet singleton (issue 17): served only while this host leads.
     lead: Option<Arc<super::fleet::Leadership>>,
 }
@@ -35,6 +36,40 @@ struct Method {
     fallible: bool,
     /// `#[oneway]`: acknowledged at once, run detached (see `calls::serve_calls`).
     oneway: bool,
+}
+
+/// A call as [`Services::begin`] returns it.
+pub(crate) struct Started {
+    /// Its response, when it finishes.
+    pub(crate) reply: Reply,
+    /// The method is `#[oneway]`: acknowledged at once, run detached (`calls::serve_calls`).
+    pub(crate) oneway: bool,
+}
+
+impl Started {
+    /// A call that fails before it runs (an unknown service or method, or not the leader).
+    fn failed(error: RemoteError) -> Started {
+        Started {
+            reply: Box::pin(std::future::ready(Err(error))),
+            oneway: false,
+        }
+    }
+}
+
+/// The future of a call's response.
+pub(crate) type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = CallResponse> + Send>>;
+
+/// A started call's method: made, or waiting to be made.
+enum Call {
+    /// Its future, and when it was made.
+    Made(service::CallFuture, Instant),
+    /// It waits for this host to lead, or at a handover's gate, before its method runs.
+    Waiting {
+        instance: Arc<dyn ErasedService>,
+        args: Vec<u8>,
+        lead: Option<Arc<super::fleet::Leadership>>,
+        gated: bool,
+    },
 }
 
 /// Why the old Library has no snapshot to hand over.
@@ -115,7 +150,7 @@ impl Services {
                     let methods = reg
                         .methods
                         .iter()
-                        .map(|m| (m.name, Method::new(m, metrics)))
+                        .map(|m| (m.name, Arc::new(Method::new(m, metrics))))
                         .collect();
                     let handover = instance.has_handover();
                     by_name.insert(
@@ -184,70 +219,102 @@ impl Services {
         &self.manifest
     }
 
-    /// Runs one call. A panic in the method becomes [`RemoteError::Panicked`]; a reply over the
-    /// frame limit becomes [`RemoteError::TooLarge`] instead of breaking the connection.
-    pub(crate) async fn call(&self, request: CallRequest) -> CallResponse {
-        let CallRequest {
-            service,
-            method,
-            args,
-            trace: _,
-        } = request;
-        let Some(hosted) = self.by_name.get(service.as_str()) else {
-            return Err(RemoteError::UnknownService { service });
+    /// Starts the call `request`: finds its service and method (once), decodes its arguments
+    /// now, from the frame they lie in, and returns the future of its response with whether the
+    /// method is one-way. A panic in the method becomes [`RemoteError::Panicked`]; a reply over
+    /// the frame limit becomes [`RemoteError::TooLarge`] instead of breaking the connection.
+    pub(crate) fn begin(self: &Arc<Self>, request: &RequestRef<'_>) -> Started {
+        let Some((&service, hosted)) = self.by_name.get_key_value(request.service) else {
+            return Started::failed(RemoteError::UnknownService {
+                service: request.service.to_owned(),
+            });
         };
-        if let Some(lead) = &hosted.lead {
-            if !lead.active() {
-                if !lead.wait {
-                    let leader = lead.leader();
-                    return Err(RemoteError::NotLeader { service, leader });
+        let Some((&method, entry)) = hosted.methods.get_key_value(request.method) else {
+            return Started::failed(RemoteError::UnknownMethod {
+                service: service.to_owned(),
+                method: request.method.to_owned(),
+            });
+        };
+        let mut lead = None;
+        if let Some(leadership) = &hosted.lead {
+            if !leadership.active() {
+                if !leadership.wait {
+                    return Started::failed(RemoteError::NotLeader {
+                        service: service.to_owned(),
+                        leader: leadership.leader(),
+                    });
                 }
-                // Held until this host leads; the caller's deadline bounds the wait.
-                lead.until_active().await;
+                lead = Some(Arc::clone(leadership));
             }
         }
-        let started = Instant::now();
-        // Counted down on drop: a call cut at its deadline is dropped, not finished.
-        let _running = crate::metrics::InFlight::start(&self.in_flight);
-        if hosted.handover && self.held.load(Ordering::Acquire) {
-            // A handover's new Library: wait until the old one's state is restored. Bounded by
-            // the call's deadline (the connection drops the call then).
-            let _ = self.gate.subscribe().wait_for(|held| !*held).await;
+        // A handover's new Library holds the calls to services with handover hooks until the
+        // old one's state is restored.
+        let gated = hosted.handover && self.held.load(Ordering::Acquire);
+        let instance = &hosted.instance;
+        let call = if lead.is_none() && !gated {
+            // The common case: the method's future is made now, and owns its decoded arguments.
+            let started = Instant::now();
+            Call::Made(Arc::clone(instance).call(method, request.args), started)
+        } else {
+            // It waits first: for this host to lead (bounded by the caller's deadline, as the
+            // gate is), or at the gate. Only then is it made, from a copy of the arguments.
+            Call::Waiting {
+                instance: Arc::clone(instance),
+                args: request.args.to_vec(),
+                lead,
+                gated,
+            }
+        };
+        Started {
+            oneway: entry.oneway,
+            reply: Box::pin(Arc::clone(self).run(service, method, Arc::clone(entry), call)),
         }
-        let entry = hosted.methods.get(method.as_str());
-        let _method_running = entry.map(|m| crate::metrics::InFlight::start(&m.running));
-        let (result, ended) = self
-            .run(hosted, &service, &method, args.into_vec(), started)
-            .await;
+    }
+
+    /// Runs a started call, every poll timed (the first from when it was made), and records it.
+    async fn run(
+        self: Arc<Self>,
+        service: &'static str,
+        method: &'static str,
+        entry: Arc<Method>,
+        call: Call,
+    ) -> CallResponse {
+        let (call, started, _running) = match call {
+            Call::Made(call, started) => (call, started, InFlight::start(&self.in_flight)),
+            Call::Waiting {
+                instance,
+                args,
+                lead,
+                gated,
+            } => {
+                if let Some(lead) = lead {
+                    lead.until_active().await;
+                }
+                let started = Instant::now();
+                // Counted down on drop: a call cut at its deadline is dropped, not finished.
+                let running = InFlight::start(&self.in_flight);
+                if gated {
+                    let _ = self.gate.subscribe().wait_for(|held| !*held).await;
+                }
+                (instance.call(method, &args), started, running)
+            }
+        };
+        let _method_running = InFlight::start(&entry.running);
+        let timed = super::slow_poll::Timed::new(call, service, method, started);
+        let (outcome, ended) = match AssertUnwindSafe(timed).catch_unwind().await {
+            Ok((outcome, ended)) => (Ok(outcome), ended),
+            Err(panic) => (Err(panic), Instant::now()),
+        };
+        let result = self.reply(service, method, outcome);
         self.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some((m, metrics)) = entry.and_then(|m| Some((m, m.metrics.as_ref()?))) {
+        if let Some(metrics) = &entry.metrics {
             let outcome = match &result {
-                Ok(reply) if m.fallible && reply.first() == Some(&1) => Outcome::ServiceError,
+                Ok(reply) if entry.fallible && reply.first() == Some(&1) => Outcome::ServiceError,
                 other => Outcome::of(other),
             };
             metrics.record(outcome, ended.saturating_duration_since(started));
         }
         result
-    }
-
-    /// Runs the method, every poll timed (the first from `started`); returns its response and
-    /// when its last poll ended.
-    async fn run(
-        &self,
-        hosted: &Hosted,
-        service: &str,
-        method: &str,
-        args: Vec<u8>,
-        started: Instant,
-    ) -> (CallResponse, Instant) {
-        let instance = Arc::clone(&hosted.instance);
-        let timed =
-            super::slow_poll::Timed::new(instance.call(method, args), service, method, started);
-        let (outcome, ended) = match AssertUnwindSafe(timed).catch_unwind().await {
-            Ok((outcome, ended)) => (Ok(outcome), ended),
-            Err(panic) => (Err(panic), Instant::now()),
-        };
-        (self.reply(service, method, outcome), ended)
     }
 
     /// The response for what the method returned, or the panic it raised.
@@ -285,15 +352,6 @@ impl Services {
             });
         }
         Ok(ByteBuf::from(reply))
-    }
-
-    /// Whether `service.method` is one-way (`#[oneway]`); `false` for an unknown method, whose
-    /// call then fails as a unary call does, with its error returned.
-    pub(crate) fn is_oneway(&self, service: &str, method: &str) -> bool {
-        self.by_name
-            .get(service)
-            .and_then(|hosted| hosted.methods.get(method))
-            .is_some_and(|m| m.oneway)
     }
 
     /// The live instance of the service named `service`, if it is an `S`.

@@ -39,7 +39,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Echo;
 
 impl ErasedService for Echo {
-    fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture {
+    fn call(self: Arc<Self>, method: &str, args: &[u8]) -> CallFuture {
+        let args = args.to_vec();
         match method {
             "echo" => Box::pin(async move { Ok(args) }),
             _ => crate::__private::unknown_method("echo", method),
@@ -67,7 +68,8 @@ fn tally(key: &[u8]) -> u64 {
 }
 
 impl ErasedService for Tally {
-    fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture {
+    fn call(self: Arc<Self>, method: &str, args: &[u8]) -> CallFuture {
+        let args = args.to_vec();
         match method {
             "hit" => Box::pin(async move {
                 *lock(&TALLY).entry(args).or_insert(0) += 1;

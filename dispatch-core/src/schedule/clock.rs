@@ -49,9 +49,8 @@ impl Clock {
                 let tz = if zone.eq_ignore_ascii_case("UTC") {
                     TimeZone::UTC
                 } else {
-                    TimeZone::get(zone).map_err(|_| ScheduleError::TimeZone {
-                        zone: zone.clone(),
-                    })?
+                    TimeZone::get(zone)
+                        .map_err(|_| ScheduleError::TimeZone { zone: zone.clone() })?
                 };
                 Ok(Clock::Cron(Box::new(cron), tz))
             }

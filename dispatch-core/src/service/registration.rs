@@ -16,9 +16,11 @@ pub type InitFuture = BoxFuture<'static, Result<Arc<dyn ErasedService>, String>>
 /// `Any`, so a service in the Library can reach another one's instance by its type
 /// ([`Library`](crate::Library)'s in-process clients).
 pub trait ErasedService: std::any::Any + Send + Sync + 'static {
-    /// Starts the call of `method` with bincode-encoded `args`. An unknown method yields
-    /// [`RemoteError::UnknownMethod`].
-    fn call(self: Arc<Self>, method: &str, args: Vec<u8>) -> CallFuture;
+    /// Starts the call of `method` with bincode-encoded `args`: the arguments are decoded now,
+    /// from the request's bytes where they lie, and the future owns the decoded values. An
+    /// unknown method yields [`RemoteError::UnknownMethod`], arguments that do not decode
+    /// [`RemoteError::Codec`].
+    fn call(self: Arc<Self>, method: &str, args: &[u8]) -> CallFuture;
 
     /// Runs the service's close hook, if it has one. Called once, when the Library stops.
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {

@@ -65,7 +65,9 @@ pub(crate) enum Welcome {
     Busy(String),
 }
 
-/// One call: `service.method(args)`.
+/// One call: `service.method(args)`, owned (tests build frames with it; the runtime writes and
+/// reads the same layout borrowed, as `RequestRef`).
+#[cfg(test)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CallRequest {
     /// The service's wire name.
@@ -93,13 +95,14 @@ pub(crate) struct TraceParent {
     pub(crate) sampled: bool,
 }
 
+#[cfg(test)]
 impl tarpc::RequestName for CallRequest {
     fn name(&self) -> &str {
         "call"
     }
 }
 
-/// The answer to a [`CallRequest`]: the encoded return value, or why there is none.
+/// The answer to a call: the encoded return value, or why there is none.
 pub(crate) type CallResponse = Result<ByteBuf, RemoteError>;
 
 /// A framed Unix stream for the Library's side of a handshake: its frame limit is

@@ -10,15 +10,15 @@
 //! tarpc's `Response` itself. Tests (`wire/tests.rs`) check both directions against tarpc's
 //! own types.
 
-use super::data::{CallRequest, TraceParent, MAX_DEADLINE};
+use super::data::{TraceParent, MAX_DEADLINE};
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::io;
 use std::time::Duration;
 
-/// A message to the Library, as it decodes it.
+/// A message to the Library, as it decodes it (borrowing the frame's bytes).
 #[derive(Debug, Deserialize)]
-pub(crate) enum ToLibrary {
+pub(crate) enum ToLibrary<'a> {
     /// A call: `ClientMessage::Request`.
     Request {
         /// Its deadline, relative, and trace context.
@@ -26,7 +26,8 @@ pub(crate) enum ToLibrary {
         /// The request id, unique on the connection while the call runs.
         id: u64,
         /// The call.
-        message: CallRequest,
+        #[serde(borrow)]
+        message: RequestRef<'a>,
     },
     /// `ClientMessage::Cancel`: the caller gave up on request `request_id`.
     Cancel {
@@ -72,17 +73,23 @@ enum FromAgent<'a> {
     },
 }
 
-/// The layout of [`CallRequest`], borrowed.
-#[derive(Serialize)]
-struct RequestRef<'a> {
-    service: &'a str,
-    method: &'a str,
-    args: &'a serde_bytes::Bytes,
-    trace: Option<TraceParent>,
+/// A call with the layout of the owned `CallRequest`, borrowed: an Agent writes it from its
+/// arguments, the Library reads it from the frame, neither copying the names or the arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RequestRef<'a> {
+    /// The service's wire name.
+    pub(crate) service: &'a str,
+    /// The method's name.
+    pub(crate) method: &'a str,
+    /// The bincode-encoded argument tuple.
+    #[serde(borrow)]
+    pub(crate) args: &'a serde_bytes::Bytes,
+    /// The caller's span, when it traces its calls.
+    pub(crate) trace: Option<TraceParent>,
 }
 
 /// Decodes one frame an Agent sent: never panics, whatever the bytes.
-pub(crate) fn decode_to_library(frame: &[u8]) -> io::Result<ToLibrary> {
+pub(crate) fn decode_to_library(frame: &[u8]) -> io::Result<ToLibrary<'_>> {
     use bincode::Options as _;
     bincode::DefaultOptions::new()
         .with_limit(frame.len() as u64)

@@ -28,10 +28,14 @@ pub(crate) use control_writer::{ControlWriter, Refused};
 #[cfg(test)]
 pub(crate) use data::decode_request;
 #[cfg(test)]
+pub(crate) use data::CallRequest;
+#[cfg(test)]
 pub(crate) use data::MAX_HELLO_FRAME;
 pub(crate) use data::{
-    handshake_framed, payload_limit, raise_frame_limit, CallRequest, CallResponse, Hello,
-    TraceParent, Welcome, MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
+    handshake_framed, payload_limit, raise_frame_limit, CallResponse, Hello, TraceParent, Welcome,
+    MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
-pub(crate) use envelope::{decode_to_library, put_cancel, put_frame, put_request, ToLibrary};
+pub(crate) use envelope::{
+    decode_to_library, put_cancel, put_frame, put_request, RequestRef, ToLibrary,
+};
 pub(crate) use framing::{framed, FrameBudget, Framing};

@@ -548,8 +548,8 @@ fn the_envelope_is_tarpcs_byte_for_byte() {
         } => {
             assert_eq!(id, 7);
             assert_eq!(
-                (message.service.as_str(), message.method.as_str()),
-                ("demo", "m")
+                (message.service, message.method, &message.args[..]),
+                ("demo", "m", &[9][..])
             );
             assert!(context.deadline <= Duration::from_secs(30));
             assert!(context.deadline + Duration::from_secs(1) >= Duration::from_secs(30));
