@@ -335,7 +335,7 @@ async fn the_right_token_gets_the_manifest_and_calls_go_through() {
         .call_raw("echo", "echo", b"hi".to_vec(), None)
         .await
         .expect("echo");
-    assert_eq!(reply, b"hi");
+    assert_eq!(&reply[..], b"hi");
     let err = agent
         .call_raw("echo", "nope", vec![], None)
         .await

@@ -88,6 +88,19 @@ pub(crate) struct RequestRef<'a> {
     pub(crate) trace: Option<TraceParent>,
 }
 
+/// A reply as an Agent reads it: tarpc's `Response`, its payload borrowed from the frame.
+pub(crate) type ReplyRef<'a> =
+    tarpc::Response<Result<&'a serde_bytes::Bytes, crate::error::RemoteError>>;
+
+/// Decodes one reply frame of the Library's: never panics, whatever the bytes.
+pub(crate) fn decode_reply(frame: &[u8]) -> io::Result<ReplyRef<'_>> {
+    use bincode::Options as _;
+    bincode::DefaultOptions::new()
+        .with_limit(frame.len() as u64)
+        .deserialize(frame)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Decodes one frame an Agent sent: never panics, whatever the bytes.
 pub(crate) fn decode_to_library(frame: &[u8]) -> io::Result<ToLibrary<'_>> {
     use bincode::Options as _;

@@ -36,6 +36,6 @@ pub(crate) use data::{
     MAX_DEADLINE, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 pub(crate) use envelope::{
-    decode_to_library, put_cancel, put_frame, put_request, RequestRef, ToLibrary,
+    decode_reply, decode_to_library, put_cancel, put_frame, put_request, RequestRef, ToLibrary,
 };
 pub(crate) use framing::{framed, FrameBudget, Framing};

@@ -184,7 +184,7 @@ impl Agent {
         method: &str,
         args: Vec<u8>,
         timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<bytes::Bytes, Error> {
         traced(service, method, |trace| {
             self.send_call(service, method, args, timeout, trace)
         })
@@ -299,7 +299,7 @@ impl Agent {
         args: Vec<u8>,
         timeout: Option<Duration>,
         trace: Option<wire::TraceParent>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<bytes::Bytes, Error> {
         self.check_request(service, method, &args)?;
         // tarpc panics on deadlines beyond its timer wheel (about 795 days): cap them.
         let timeout = timeout
@@ -320,7 +320,7 @@ impl Agent {
             )
             .await
         {
-            Ok(Ok(reply)) => Ok(reply.into_vec()),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(remote)) => Err(remote.into()),
             Err(CallError::DeadlineExceeded) => Err(Error::DeadlineExceeded { timeout }),
             Err(CallError::Server(reason)) => Err(Error::Unavailable { reason }),

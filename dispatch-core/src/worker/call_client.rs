@@ -26,9 +26,10 @@
 //!   dispatch ends then, or once every client is gone and no call waits (so a handover's old
 //!   link drains its calls and closes).
 
+use crate::error::RemoteError;
 use crate::fast_hash::{self, FastMap};
-use crate::wire::{self, CallResponse, Framing, TraceParent};
-use bytes::BytesMut;
+use crate::wire::{self, Framing, TraceParent};
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 use futures::{Sink, Stream};
@@ -43,6 +44,13 @@ use std::time::{Duration, Instant};
 pub(crate) const OUT_HIGH: usize = 1 << 20;
 /// Calls that may wait for their replies on one connection; past it, calls wait to be sent.
 pub(crate) const MAX_IN_FLIGHT: usize = 100_000;
+/// A reply payload this large is handed to its call as a slice of the frame it came in (no
+/// copy); a smaller one is copied out, so a small reply never keeps a large read buffer alive
+/// while its caller has not run yet.
+const SHARE_FROM: usize = 1024;
+
+/// What the Library answered a call: the encoded return value, or its error.
+pub(crate) type Reply = Result<Bytes, RemoteError>;
 
 /// Why a call got no reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +135,7 @@ struct Slot {
     waker: Waker,
     /// `None` until the connection's task stamps it (see [`Due`]).
     deadline: Option<Instant>,
-    outcome: Option<Result<CallResponse, CallError>>,
+    outcome: Option<Result<Reply, CallError>>,
 }
 
 impl State {
@@ -262,7 +270,7 @@ pub(crate) struct Call<'a> {
 }
 
 impl Future for Call<'_> {
-    type Output = Result<CallResponse, CallError>;
+    type Output = Result<Reply, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -374,6 +382,25 @@ impl Drop for Call<'_> {
     }
 }
 
+/// The request id and outcome of one reply frame. A large payload stays where it was read
+/// (a slice of the frame), a small one is copied out (see [`SHARE_FROM`]).
+fn read_reply(frame: BytesMut) -> std::io::Result<(u64, Result<Reply, CallError>)> {
+    let reply = wire::decode_reply(&frame)?;
+    let id = reply.request_id;
+    let outcome = match reply.message {
+        Ok(Ok(payload)) if payload.len() >= SHARE_FROM => {
+            // The payload lies inside the frame (decoded borrowed): its place there.
+            let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+            let range = start..start + payload.len();
+            return Ok((id, Ok(Ok(frame.freeze().slice(range)))));
+        }
+        Ok(Ok(payload)) => Ok(Ok(Bytes::copy_from_slice(payload))),
+        Ok(Err(remote)) => Ok(Err(remote)),
+        Err(server) => Err(CallError::Server(server.to_string())),
+    };
+    Ok((id, outcome))
+}
+
 /// The dispatch's state.
 struct Driver {
     shared: Arc<Shared>,
@@ -381,8 +408,8 @@ struct Driver {
     /// Fires at the earliest deadline of a waiting call (`armed`), or later.
     timer: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Instant>,
-    /// Replies read in this wake-up, completed under one lock.
-    replies: Vec<tarpc::Response<CallResponse>>,
+    /// Replies read in this wake-up (request id, outcome), completed under one lock.
+    replies: Vec<(u64, Result<Reply, CallError>)>,
 }
 
 impl Driver {
@@ -411,7 +438,7 @@ impl Driver {
             loop {
                 match Pin::new(&mut self.framed).poll_next(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        let reply = wire::codec::decode(&frame)
+                        let reply = read_reply(frame)
                             .map_err(|e| format!("an undecodable reply from the library: {e}"))?;
                         self.replies.push(reply);
                     }
@@ -426,11 +453,10 @@ impl Driver {
                 if !state.unstamped.is_empty() {
                     state.stamp(Instant::now());
                 }
-                for reply in self.replies.drain(..) {
-                    if let Some(slot) = state.waiting.get_mut(&reply.request_id) {
+                for (id, outcome) in self.replies.drain(..) {
+                    if let Some(slot) = state.waiting.get_mut(&id) {
                         if slot.outcome.is_none() {
-                            slot.outcome =
-                                Some(reply.message.map_err(|e| CallError::Server(e.to_string())));
+                            slot.outcome = Some(outcome);
                             slot.waker.wake_by_ref();
                         }
                     }

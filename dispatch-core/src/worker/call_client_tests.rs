@@ -81,11 +81,11 @@ async fn reply(server: &mut wire::Framing, id: u64, payload: &[u8]) {
 }
 
 /// The payload of a successful call's result.
-fn payload(outcome: Result<wire::CallResponse, CallError>) -> Vec<u8> {
+fn payload(outcome: Result<super::call_client::Reply, CallError>) -> Vec<u8> {
     outcome
         .expect("the call got a reply")
         .expect("the reply is a success")
-        .into_vec()
+        .to_vec()
 }
 
 /// The bytes a fresh socket pair takes before a writer would block (nobody reading).
@@ -655,4 +655,49 @@ async fn a_call_due_after_a_duration_fails_at_its_deadline() {
         "the call failed before its deadline ({:?})",
         started.elapsed()
     );
+}
+
+/// Replies on both sides of the size from which a payload stays in its frame (64 KiB, 1 KiB,
+/// just under it, empty) all come back whole, each to its own call, sent back to back so they
+/// share the connection's read buffer.
+#[tokio::test]
+async fn large_and_small_replies_in_one_read_reach_their_callers_whole() {
+    let (client, _dispatch, mut server) = connected();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sizes = [64 * 1024, 1024, 1023, 0];
+    let calls =
+        futures::future::join_all(sizes.map(|_| client.call("svc", "sized", &[], None, deadline)));
+    let server_side = async {
+        let mut ids = Vec::new();
+        for _ in sizes {
+            ids.push(next_request(&mut server).await.id);
+        }
+        for (id, n) in ids.into_iter().zip(sizes) {
+            // Ids are given in call order: call k gets sizes[k].
+            let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let response: tarpc::Response<wire::CallResponse> = tarpc::Response {
+                request_id: id,
+                message: Ok(Ok(serde_bytes::ByteBuf::from(body))),
+            };
+            let frame = wire::codec::encode(&response).expect("encode a response");
+            server
+                .feed(Bytes::from(frame))
+                .await
+                .expect("queue a response");
+        }
+        SinkExt::<Bytes>::flush(&mut server)
+            .await
+            .expect("send the responses");
+    };
+    let (outcomes, ()) = both(
+        calls,
+        server_side,
+        "the calls are answered within the bound",
+    )
+    .await;
+    for (outcome, n) in outcomes.into_iter().zip(sizes) {
+        let body = payload(outcome);
+        assert_eq!(body.len(), n);
+        assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
 }

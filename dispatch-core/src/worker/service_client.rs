@@ -109,20 +109,24 @@ impl<'a> ServiceClient<'a> {
         self.agent
             .call_raw(self.service, method, args, self.timeout)
             .await
+            .map(Vec::from)
     }
 
     async fn call_encoded<A: Serialize + ?Sized>(
         &self,
         method: &str,
         args: &A,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<bytes::Bytes, Error> {
         let args = crate::wire::codec::encode(args).map_err(|e| Error::Codec {
             message: format!(
                 "cannot encode the arguments of `{}.{method}`: {e}",
                 self.service
             ),
         })?;
-        self.call_raw(method, args).await
+        // The reply as the connection read it (a large one is not copied on the way).
+        self.agent
+            .call_raw(self.service, method, args, self.timeout)
+            .await
     }
 }
 
