@@ -437,14 +437,20 @@ async fn write(
     }
 }
 
-/// How a child ended, in words: `exited with code 3`, `was killed by SIGKILL (out of memory?)`.
-/// The hint is only for a SIGKILL the master did not send.
+/// How a child ended, in words: `exited with code 3`, `was killed by SIGKILL (not by the
+/// master: …)`. Who sent a SIGKILL is said only for one the master did not send.
 pub(crate) fn describe(status: ExitStatus) -> String {
-    describe_kill(status, None)
+    describe_kill(status, None, None)
 }
 
-/// [`describe`], knowing whether (and why) the master killed the child itself.
-pub(crate) fn describe_kill(status: ExitStatus, killed: Option<KillReason>) -> String {
+/// [`describe`], knowing whether (and why) the master killed the child itself, and the
+/// kernel's count of out-of-memory kills when the child started (to tell whether the OOM
+/// killer sent a SIGKILL the master did not).
+pub(crate) fn describe_kill(
+    status: ExitStatus,
+    killed: Option<KillReason>,
+    oom_kills_at_start: Option<u64>,
+) -> String {
     if let Some(code) = status.code() {
         return format!("exited with code {code}");
     }
@@ -462,7 +468,9 @@ pub(crate) fn describe_kill(status: ExitStatus, killed: Option<KillReason>) -> S
                 };
                 format!("was killed by the master {why} ({name})")
             } else if sig == libc::SIGKILL {
-                format!("was killed by {name} (by the out-of-memory killer?)")
+                let now = oom_kills_at_start.and_then(|_| crate::process::oom::kills());
+                let sender = crate::process::oom::sender(oom_kills_at_start, now);
+                format!("was killed by {name} ({sender})")
             } else {
                 format!("was killed by {name}")
             }
@@ -480,8 +488,13 @@ mod tests {
         assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "exited with code 3");
         assert_eq!(
             describe(ExitStatus::from_raw(libc::SIGKILL)),
-            "was killed by SIGKILL (by the out-of-memory killer?)"
+            "was killed by SIGKILL (not by the master: by the kernel's out-of-memory killer or \
+             by another process)"
         );
+        // With the count from the child's start: the host's count now decides.
+        let now = crate::process::oom::kills();
+        let text = describe_kill(ExitStatus::from_raw(libc::SIGKILL), None, now);
+        assert!(text.starts_with("was killed by SIGKILL (not by the master, nor by the kernel's out-of-memory killer") || text.contains("most likely by the kernel's"), "{text}");
         assert_eq!(
             describe(ExitStatus::from_raw(libc::SIGSEGV)),
             "was killed by SIGSEGV"
@@ -489,14 +502,16 @@ mod tests {
         assert_eq!(
             describe_kill(
                 ExitStatus::from_raw(libc::SIGKILL),
-                Some(KillReason::GracePeriod)
+                Some(KillReason::GracePeriod),
+                None
             ),
             "was killed by the master after the grace period (SIGKILL)"
         );
         assert_eq!(
             describe_kill(
                 ExitStatus::from_raw(libc::SIGKILL),
-                Some(KillReason::Liveness)
+                Some(KillReason::Liveness),
+                None
             ),
             "was killed by the master after missing its liveness deadline (SIGKILL)"
         );

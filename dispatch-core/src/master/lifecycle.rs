@@ -3,7 +3,7 @@
 //! its backoff, or the end of a crash loop).
 
 use super::backoff::Verdict;
-use super::child::{describe, describe_kill, KillReason};
+use super::child::{describe, KillReason};
 use super::state::{failed, ready_timeout, start_error, Flow, Master, Part, Reload, Timer};
 use crate::cluster_error::ClusterError;
 use crate::process::{systemd, ChildKind};
@@ -175,7 +175,7 @@ impl Master {
             );
         }
         if self.library_handover.is_some() || kind != ChildKind::Library {
-            let how = describe_kill(status, p.killed);
+            let how = p.how(status);
             let how = match (&p.failure, p.ready) {
                 (Some(reason), false) => format!("{how} before it was ready: {reason}"),
                 (Some(reason), true) => format!("{how}: {reason}"),
@@ -184,36 +184,23 @@ impl Master {
             };
             if let Some(flow) = self.handover_exit(pid, kind, p.part, &how) {
                 if p.part == Part::Retiring {
-                    tracing::info!(
-                        pid,
-                        "the old library stopped ({})",
-                        describe_kill(status, p.killed)
-                    );
+                    tracing::info!(pid, "the old library stopped ({})", p.how(status));
                 }
                 return flow;
             }
         }
         match p.part {
             Part::Retiring if kind == ChildKind::Library => {
-                tracing::info!(
-                    pid,
-                    "the old library stopped ({})",
-                    describe_kill(status, p.killed)
-                );
+                tracing::info!(pid, "the old library stopped ({})", p.how(status));
                 Flow::Continue
             }
             Part::Retiring => {
-                tracing::info!(
-                    pid,
-                    "the old {} stopped ({})",
-                    kind.label(),
-                    describe_kill(status, p.killed)
-                );
+                tracing::info!(pid, "the old {} stopped ({})", kind.label(), p.how(status));
                 self.advance_reload();
                 Flow::Continue
             }
             Part::Removed => {
-                let how = describe_kill(status, p.killed);
+                let how = p.how(status);
                 if status.success() {
                     tracing::info!(
                         pid,
@@ -230,7 +217,7 @@ impl Master {
                 Flow::Continue
             }
             Part::Replacement => {
-                let how = p.failure.unwrap_or_else(|| describe_kill(status, p.killed));
+                let how = p.failure.clone().unwrap_or_else(|| p.how(status));
                 if self.reload.as_ref().is_some_and(|r| r.recycle) {
                     self.recycle_failed(pid, kind, &how);
                 } else {
@@ -260,7 +247,7 @@ impl Master {
                         pid,
                         "the {} stopped ({}) to be started again",
                         kind.label(),
-                        describe_kill(status, p.killed)
+                        p.how(status)
                     );
                     return match self.spawn_restart(kind) {
                         Ok(_) => Flow::Continue,
@@ -277,7 +264,7 @@ impl Master {
                     }
                     return Flow::Continue;
                 }
-                let how = describe_kill(status, p.killed);
+                let how = p.how(status);
                 let how = match (&p.failure, p.ready) {
                     (Some(reason), false) => format!("{how} before it was ready: {reason}"),
                     (Some(reason), true) => format!("{how}: {reason}"),

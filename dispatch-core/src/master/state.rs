@@ -56,6 +56,15 @@ pub(super) struct Proc {
     pub(super) full_since: Option<Instant>,
     /// Added to `Recycle::max_requests` and `max_calls` for this process (its jitter).
     pub(super) jitter: u64,
+    /// The kernel's count of out-of-memory kills when it started (`process::oom`).
+    pub(super) oom_kills_at_start: Option<u64>,
+}
+
+impl Proc {
+    /// How it ended, in words: the master's kill and its reason, or who else killed it.
+    pub(super) fn how(&self, status: std::process::ExitStatus) -> String {
+        super::child::describe_kill(status, self.killed, self.oom_kills_at_start)
+    }
 }
 
 /// A place in the cluster: the Library, or worker `i`.
@@ -279,6 +288,7 @@ impl Master {
                 broken: false,
                 full_since: None,
                 jitter,
+                oom_kills_at_start: crate::process::oom::kills(),
             },
         );
         if part == Part::Current {

@@ -1,7 +1,7 @@
 //! Stopping: workers first (told to stop, killed after the grace period), then the Library
 //! (workers may call it while draining). A second stop signal kills at once.
 
-use super::child::{describe_kill, ChildEvent, KillReason};
+use super::child::{describe, ChildEvent, KillReason};
 use super::event_loop::sleep_until;
 use super::signals::MasterSignal;
 use super::state::Master;
@@ -61,13 +61,11 @@ impl Master {
 
     /// A child exited while the cluster stops: forgotten, and logged with its cause.
     pub(super) fn stopped(&mut self, kind: ChildKind, pid: u32, status: std::process::ExitStatus) {
-        let killed = self.procs.remove(&pid).and_then(|p| p.killed);
-        tracing::info!(
-            pid,
-            "the {} stopped ({})",
-            kind.label(),
-            describe_kill(status, killed)
-        );
+        let how = self
+            .procs
+            .remove(&pid)
+            .map_or_else(|| describe(status), |p| p.how(status));
+        tracing::info!(pid, "the {} stopped ({how})", kind.label());
     }
 
     /// Consumes events until none of `pids` is alive or the deadline passes. With a deadline, a
