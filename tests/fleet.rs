@@ -257,6 +257,10 @@ fn a_fleet_singleton_is_active_on_one_host_and_fails_over_50_times() {
         said.contains(&format!("RESULT not_leader leader={leader}")),
         "the standby's NotLeader does not name {leader}: {said}"
     );
+    // A one-way call on the standby is queued, and its refusal logged by the standby's Library
+    // as the call's failure (a one-way call has no reply to carry it).
+    hosts[&standby].await_stdout("RESULT oneway_queued", 1, Duration::from_secs(30));
+    hosts[&standby].await_log("one-way call noop.poke from", 1, Duration::from_secs(30));
 
     let mut takeovers = Vec::new();
     for round in 0..50 {

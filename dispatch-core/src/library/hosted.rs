@@ -47,11 +47,13 @@ pub(crate) struct Started {
 }
 
 impl Started {
-    /// A call that fails before it runs (an unknown service or method, or not the leader).
-    fn failed(error: RemoteError) -> Started {
+    /// A call that fails before it runs: an unknown service or method (answered as a unary
+    /// call, with its error: `oneway` false), or a standby's `NotLeader` (for a one-way method,
+    /// acknowledged and logged as its failure, as if it had run).
+    fn failed(error: RemoteError, oneway: bool) -> Started {
         Started {
             reply: Box::pin(std::future::ready(Err(error))),
-            oneway: false,
+            oneway,
         }
     }
 }
@@ -225,24 +227,31 @@ impl Services {
     /// the frame limit becomes [`RemoteError::TooLarge`] instead of breaking the connection.
     pub(crate) fn begin(self: &Arc<Self>, request: &RequestRef<'_>) -> Started {
         let Some((&service, hosted)) = self.by_name.get_key_value(request.service) else {
-            return Started::failed(RemoteError::UnknownService {
-                service: request.service.to_owned(),
-            });
+            return Started::failed(
+                RemoteError::UnknownService {
+                    service: request.service.to_owned(),
+                },
+                false,
+            );
         };
         let Some((&method, entry)) = hosted.methods.get_key_value(request.method) else {
-            return Started::failed(RemoteError::UnknownMethod {
-                service: service.to_owned(),
-                method: request.method.to_owned(),
-            });
+            return Started::failed(
+                RemoteError::UnknownMethod {
+                    service: service.to_owned(),
+                    method: request.method.to_owned(),
+                },
+                false,
+            );
         };
         let mut lead = None;
         if let Some(leadership) = &hosted.lead {
             if !leadership.active() {
                 if !leadership.wait {
-                    return Started::failed(RemoteError::NotLeader {
+                    let error = RemoteError::NotLeader {
                         service: service.to_owned(),
                         leader: leadership.leader(),
-                    });
+                    };
+                    return Started::failed(error, entry.oneway);
                 }
                 lead = Some(Arc::clone(leadership));
             }
