@@ -59,6 +59,9 @@ impl ErasedService for Waiter {
                 bump(&STARTED, &args);
                 Ok(args)
             }),
+            // Decoding happens in `call`, before the future: a user's `Deserialize` that
+            // panics panics here.
+            "bad_args" => panic!("a Deserialize impl panicked"),
             _ => crate::__private::unknown_method("waiter", method),
         }
     }
@@ -71,6 +74,7 @@ inventory::submit! {
         methods: &[
             MethodInfo { name: "wait", signature: "fn wait(&self, key: Vec<u8>)" },
             MethodInfo { name: "now", signature: "fn now(&self, key: Vec<u8>) -> Vec<u8>" },
+            MethodInfo { name: "bad_args", signature: "fn bad_args(&self, key: Vec<u8>)" },
         ],
         init: || Box::pin(async { Ok(Arc::new(Waiter) as Arc<dyn ErasedService>) }),
     }
@@ -246,4 +250,46 @@ async fn at_most_max_in_flight_calls_run_and_a_reused_id_is_ignored() {
     assert_eq!(count(&STARTED, reused), 0);
     framed.send(cancel(1)).await.expect("send");
     eventually("a cancelled call is dropped", || count(&DROPPED, key) == 1).await;
+}
+
+/// A panic while a call's arguments are decoded (before its future exists) is that call's
+/// `Panicked` reply, naming the method; the connection goes on serving.
+#[tokio::test]
+async fn a_panic_decoding_the_arguments_fails_that_call_only() {
+    let mut framed = served(8).await;
+    framed
+        .send(request(
+            1,
+            "bad_args",
+            b"panic-decode",
+            Duration::from_secs(30),
+        ))
+        .await
+        .expect("send");
+    framed
+        .send(request(2, "now", b"after-panic", Duration::from_secs(30)))
+        .await
+        .expect("send");
+    let mut replies = BTreeMap::new();
+    for _ in 0..2 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), framed.next())
+            .await
+            .expect("a reply within the bound")
+            .expect("the connection stays open")
+            .expect("a frame");
+        let reply: tarpc::Response<wire::CallResponse> =
+            wire::codec::decode(&frame).expect("a tarpc response");
+        replies.insert(reply.request_id, reply.message.expect("no server error"));
+    }
+    match &replies[&1] {
+        Err(crate::error::RemoteError::Panicked { method, message }) => {
+            assert_eq!(method, "waiter.bad_args");
+            assert!(message.contains("a Deserialize impl panicked"), "{message}");
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(
+        replies[&2].as_ref().map(|b| b.to_vec()).ok(),
+        Some(b"after-panic".to_vec())
+    );
 }

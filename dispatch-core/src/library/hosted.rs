@@ -63,8 +63,8 @@ pub(crate) type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = CallR
 
 /// A started call's method: made, or waiting to be made.
 enum Call {
-    /// Its future, and when it was made.
-    Made(service::CallFuture, Instant),
+    /// Its future.
+    Made(service::CallFuture),
     /// It waits for this host to lead, or at a handover's gate, before its method runs.
     Waiting {
         instance: Arc<dyn ErasedService>,
@@ -72,6 +72,21 @@ enum Call {
         lead: Option<Arc<super::fleet::Leadership>>,
         gated: bool,
     },
+}
+
+/// The future of `method` on `instance` with `args`, decoded now: a panic while decoding (a
+/// user's `Deserialize` may panic) is the call's [`RemoteError::Panicked`], as a panic in the
+/// method is, never the connection's.
+fn make(instance: &Arc<dyn ErasedService>, method: &str, args: &[u8]) -> service::CallFuture {
+    let instance = Arc::clone(instance);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| instance.call(method, args))) {
+        Ok(call) => call,
+        // The method's name is added by `Services::reply`.
+        Err(panic) => crate::__private::failed(RemoteError::Panicked {
+            method: String::new(),
+            message: panic::message(&*panic),
+        }),
+    }
 }
 
 /// Why the old Library has no snapshot to hand over.
@@ -262,8 +277,7 @@ impl Services {
         let instance = &hosted.instance;
         let call = if lead.is_none() && !gated {
             // The common case: the method's future is made now, and owns its decoded arguments.
-            let started = Instant::now();
-            Call::Made(Arc::clone(instance).call(method, request.args), started)
+            Call::Made(make(instance, method, request.args))
         } else {
             // It waits first: for this host to lead (bounded by the caller's deadline, as the
             // gate is), or at the gate. Only then is it made, from a copy of the arguments.
@@ -289,7 +303,9 @@ impl Services {
         call: Call,
     ) -> CallResponse {
         let (call, started, _running) = match call {
-            Call::Made(call, started) => (call, started, InFlight::start(&self.in_flight)),
+            // Timed from here, where it runs: not from when it was read (a call may wait for
+            // a place on its connection, or for its task, in between).
+            Call::Made(call) => (call, Instant::now(), InFlight::start(&self.in_flight)),
             Call::Waiting {
                 instance,
                 args,
@@ -305,7 +321,7 @@ impl Services {
                 if gated {
                     let _ = self.gate.subscribe().wait_for(|held| !*held).await;
                 }
-                (instance.call(method, &args), started, running)
+                (make(&instance, method, &args), started, running)
             }
         };
         let _method_running = InFlight::start(&entry.running);

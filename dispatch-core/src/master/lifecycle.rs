@@ -3,7 +3,7 @@
 //! its backoff, or the end of a crash loop).
 
 use super::backoff::Verdict;
-use super::child::{describe, KillReason};
+use super::child::KillReason;
 use super::state::{failed, ready_timeout, start_error, Flow, Master, Part, Reload, Timer};
 use crate::cluster_error::ClusterError;
 use crate::process::{systemd, ChildKind};
@@ -163,7 +163,7 @@ impl Master {
         };
         let kind = p.handle.kind;
         if let (ChildKind::Worker(worker_id), true) = (kind, p.ready) {
-            let status = describe(status);
+            let status = p.how(status);
             self.emit(
                 Target::Broadcast,
                 &events::WORKER_EXITED,

@@ -49,7 +49,9 @@ pub(crate) const MAX_IN_FLIGHT: usize = 100_000;
 /// while its caller has not run yet.
 const SHARE_FROM: usize = 1024;
 
-/// What the Library answered a call: the encoded return value, or its error.
+/// What the Library answered a call: the encoded return value, or its error. A value of
+/// [`SHARE_FROM`] bytes or more is a slice of the connection's read buffer, which it keeps
+/// alive: decode or copy it at once, never keep it (every caller in the crate does).
 pub(crate) type Reply = Result<Bytes, RemoteError>;
 
 /// Why a call got no reply.
