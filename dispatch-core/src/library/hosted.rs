@@ -82,10 +82,10 @@ fn make(instance: &Arc<dyn ErasedService>, method: &str, args: &[u8]) -> service
     match std::panic::catch_unwind(AssertUnwindSafe(|| instance.call(method, args))) {
         Ok(call) => call,
         // The method's name is added by `Services::reply`.
-        Err(panic) => crate::__private::failed(RemoteError::Panicked {
+        Err(panic) => Box::pin(std::future::ready(Err(RemoteError::Panicked {
             method: String::new(),
             message: panic::message(&*panic),
-        }),
+        }))),
     }
 }
 
