@@ -114,12 +114,19 @@ fn cancel(id: u64) -> Bytes {
     Bytes::from(wire::codec::encode(&message).expect("encode"))
 }
 
-/// The next reply's request id and reply bytes, or `None` if none comes within `within`.
-async fn next_reply(framed: &mut wire::Framing, within: Duration) -> Option<(u64, Vec<u8>)> {
+/// The next response (a success or not), or `None` if none comes within `within`.
+async fn next_response(
+    framed: &mut wire::Framing,
+    within: Duration,
+) -> Option<tarpc::Response<wire::CallResponse>> {
     let frame = tokio::time::timeout(within, framed.next()).await.ok()?;
     let frame = frame.expect("the connection stays open").expect("a frame");
-    let reply: tarpc::Response<wire::CallResponse> =
-        wire::codec::decode(&frame).expect("a tarpc response");
+    Some(wire::codec::decode(&frame).expect("a tarpc response"))
+}
+
+/// The next reply's request id and reply bytes, or `None` if none comes within `within`.
+async fn next_reply(framed: &mut wire::Framing, within: Duration) -> Option<(u64, Vec<u8>)> {
+    let reply = next_response(framed, within).await?;
     let bytes = reply
         .message
         .expect("no server error")
@@ -272,13 +279,9 @@ async fn a_panic_decoding_the_arguments_fails_that_call_only() {
         .expect("send");
     let mut replies = BTreeMap::new();
     for _ in 0..2 {
-        let frame = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        let reply = next_response(&mut framed, Duration::from_secs(10))
             .await
-            .expect("a reply within the bound")
-            .expect("the connection stays open")
-            .expect("a frame");
-        let reply: tarpc::Response<wire::CallResponse> =
-            wire::codec::decode(&frame).expect("a tarpc response");
+            .expect("a reply within the bound");
         replies.insert(reply.request_id, reply.message.expect("no server error"));
     }
     match &replies[&1] {
