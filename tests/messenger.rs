@@ -130,7 +130,22 @@ fn a_published_value_survives_library_restarts_and_membership_follows_restarts()
         1,
         Duration::from_secs(20),
     );
-    cluster.await_stdout(&format!(":{replacement}"), 1, Duration::from_secs(20));
+    // Worker 0's own membership names the replacement (worker 1's lines name it first: waiting
+    // for any line with it raced worker 0's update against the SIGTERM below).
+    let seen_by_worker_0 = |out: &str| {
+        out.lines().any(|l| {
+            l.contains("RESULT members worker=0") && l.contains(&format!("1:{replacement}"))
+        })
+    };
+    let limit = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen_by_worker_0(&cluster.stdout()) {
+        assert!(
+            std::time::Instant::now() < limit,
+            "worker 0 never listed the replacement {replacement}: {}",
+            cluster.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     cluster.signal(Signal::SIGTERM);
     let run = cluster.wait(Duration::from_secs(20));
